@@ -1,0 +1,14 @@
+//! fleetbench: builds the same fleet of workers as one image per worker and
+//! as one image for all (and better strategies beside them), measures size,
+//! build time and throughput, and reports.
+//!
+//! The binary is a thin layer over these modules; each owns one concern.
+
+pub mod bootstrap;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod docker;
+pub mod progress;
+pub mod services;
+pub mod units;
