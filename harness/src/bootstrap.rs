@@ -45,7 +45,7 @@ const POSTGRES_PACKAGES: &[&str] = &["postgresql-15"];
 /// Cargo features tansu needs for its in-memory storage engine.
 const TANSU_FEATURES: &str = "dynostore";
 /// Changing how root filesystems are trimmed changes this, and so every hash.
-const TRIM_VERSION: &str = "slim-1";
+const TRIM_VERSION: &str = "slim-2";
 
 /// Errors of the bootstrap.
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +357,7 @@ impl<'a> Bootstrap<'a> {
                 files.push(("broker-entrypoint.sh", read("broker-entrypoint.sh")?));
                 inputs.push(("tansu".into(), boot.tansu_version.clone()));
                 inputs.push(("features".into(), TANSU_FEATURES.into()));
+                inputs.push(("patch".into(), TANSU_PATCH.into()));
                 inputs.push(("base".into(), self.base_identity(hashes)));
             }
             Role::Postgres => {
@@ -412,6 +413,12 @@ impl<'a> Bootstrap<'a> {
                 let rootfs = work.path().join("rootfs");
                 self.debootstrap(role, packages, &rootfs).await?;
                 trim_rootfs(&rootfs)?;
+                if role == Role::Postgres {
+                    // The package's postinst made a "main" cluster; the
+                    // entrypoint initialises its own data directory instead.
+                    empty_dir(&rootfs.join("var/lib/postgresql"))?;
+                    empty_dir(&rootfs.join("etc/postgresql"))?;
+                }
                 step.update(format!("{role}: packing the root filesystem"));
                 let rootfs_tar = work.path().join("rootfs.tar");
                 self.pack_rootfs(role, &rootfs, &rootfs_tar).await?;
@@ -507,13 +514,23 @@ impl<'a> Bootstrap<'a> {
         run_logged(&tar, &args, &log, &format!("packing the {role} root filesystem")).await
     }
 
-    /// The tansu binary, installed with cargo into the cache when missing.
+    /// The tansu binary, compiled with cargo into the cache when missing.
+    ///
+    /// tansu 0.6.0 answers a fetch that starts inside a record batch with
+    /// nothing (or with the batches after it), so a consumer that resumes
+    /// from a committed offset in the middle of a producer's batch stalls or
+    /// skips records. The recipe compiles tansu from crates.io with its own
+    /// `Cargo.lock`, but with tansu-storage replaced by its crates.io source
+    /// with [`TANSU_PATCH`] applied (a `[patch]` given on the command line).
     async fn tansu_binary(&self, step: &Step) -> Result<PathBuf, BootstrapError> {
         let version = &self.config.bootstrap.tansu_version;
-        let root = self.cache.join("tools").join(format!("tansu-{version}"));
+        let root = self
+            .cache
+            .join("tools")
+            .join(format!("tansu-{version}-{}", short_hash(TANSU_PATCH.as_bytes())));
         let binary = root.join("bin/tansu");
         if binary.is_file() {
-            info!(binary = %binary.display(), "tansu already installed, not compiling");
+            info!(binary = %binary.display(), "tansu already compiled, not compiling");
             return Ok(binary);
         }
         let cargo = find_program("cargo").ok_or(BootstrapError::MissingProgram {
@@ -521,7 +538,27 @@ impl<'a> Bootstrap<'a> {
             purpose: "needed to compile the tansu broker",
             install: "rustup (https://rustup.rs) or your distribution's cargo package",
         })?;
-        step.update(format!("broker: cargo install tansu {version} (about 11 min on 2 cores)"));
+        let patch = find_program("patch").ok_or(BootstrapError::MissingProgram {
+            program: "patch",
+            purpose: "needed to apply the fetch fix to tansu-storage",
+            install: "apt-get install patch",
+        })?;
+        let work = tempfile::Builder::new()
+            .prefix("tansu-src-")
+            .tempdir_in(&self.cache)
+            .map_err(io("creating work directory in", &self.cache))?;
+
+        step.update(format!("broker: fetching the sources of tansu-storage {version}"));
+        let sources = self.storage_sources(&cargo, version, work.path()).await?;
+        let storage = work.path().join("tansu-storage");
+        copy_tree(&sources, &storage)?;
+        let patch_file = work.path().join("fetch.patch");
+        std::fs::write(&patch_file, TANSU_PATCH).map_err(io("writing", &patch_file))?;
+        let args = ["-p1", "-d", &path_arg(&storage), "-i", &path_arg(&patch_file)].map(String::from);
+        let log = self.logs.join("broker.patch.log");
+        run_logged(&patch, &args, &log, "patching tansu-storage").await?;
+
+        step.update(format!("broker: cargo install tansu {version} (about 12 min on 2 cores)"));
         warn!(%version, "compiling the tansu broker; this is the longest bootstrap step");
         let args = [
             "install",
@@ -532,13 +569,96 @@ impl<'a> Bootstrap<'a> {
             "--features",
             TANSU_FEATURES,
             "--root",
-            &root.display().to_string(),
+            &path_arg(&root),
+            "--config",
+            &format!("patch.crates-io.tansu-storage.path={:?}", path_arg(&storage)),
         ]
         .map(String::from);
         let log = self.logs.join("broker.cargo-install.log");
         run_logged(&cargo, &args, &log, "cargo install tansu").await?;
         Ok(binary)
     }
+
+    /// Downloads the tansu-storage crate with cargo and returns where cargo
+    /// unpacked it.
+    async fn storage_sources(
+        &self,
+        cargo: &Path,
+        version: &str,
+        work: &Path,
+    ) -> Result<PathBuf, BootstrapError> {
+        let locator = work.join("locate");
+        std::fs::create_dir_all(locator.join("src")).map_err(io("creating", &locator))?;
+        let manifest = locator.join("Cargo.toml");
+        let text = format!(
+            "[package]\nname = \"locate-tansu\"\nversion = \"0.0.0\"\nedition = \"2021\"\n\
+             [dependencies]\ntansu-storage = \"={version}\"\n"
+        );
+        std::fs::write(&manifest, text).map_err(io("writing", &manifest))?;
+        let main = locator.join("src/main.rs");
+        std::fs::write(&main, "fn main() {}\n").map_err(io("writing", &main))?;
+        let output = tokio::process::Command::new(cargo)
+            .args(["metadata", "--format-version", "1", "--manifest-path"])
+            .arg(&manifest)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(io("running", cargo))?;
+        let log = self.logs.join("broker.cargo-metadata.log");
+        std::fs::write(&log, &output.stderr).map_err(io("writing", &log))?;
+        if !output.status.success() {
+            return Err(BootstrapError::Command {
+                operation: "cargo metadata (fetching the tansu sources)".into(),
+                status: output.status.to_string(),
+                log,
+            });
+        }
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+            BootstrapError::Io {
+                operation: "parsing cargo metadata of",
+                path: manifest.clone(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+        let name = "tansu-storage";
+        metadata["packages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == name && p["version"] == version)
+                .and_then(|p| p["manifest_path"].as_str())
+                .and_then(|m| Path::new(m).parent().map(Path::to_path_buf))
+                .ok_or_else(|| BootstrapError::Io {
+                    operation: "finding the sources of",
+                    path: PathBuf::from(format!("{name}-{version}")),
+                    source: std::io::Error::other("not in cargo metadata"),
+                })
+    }
+}
+
+/// The fix for tansu-storage's fetch, applied before compiling the broker.
+pub const TANSU_PATCH: &str = include_str!("../../dockerfiles/bootstrap/tansu-storage-fetch-inside-batch.patch");
+
+/// Copies a directory tree (regular files and directories only).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), BootstrapError> {
+    std::fs::create_dir_all(to).map_err(io("creating", to))?;
+    for entry in read_dir(from)? {
+        let target = to.join(entry.file_name().unwrap_or_default());
+        if entry.is_dir() {
+            copy_tree(&entry, &target)?;
+        } else {
+            std::fs::copy(&entry, &target).map_err(io("copying", &entry))?;
+        }
+    }
+    Ok(())
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn short_hash(bytes: &[u8]) -> String {
+    hex::encode(&Sha256::digest(bytes)[..6])
 }
 
 /// Removes what `debian:*-slim` leaves out: documentation (but licences),

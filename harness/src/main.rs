@@ -19,7 +19,7 @@ fn main() {
     let code = match runtime.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             cli::EXIT_ERROR
         }
     };

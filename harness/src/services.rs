@@ -112,10 +112,13 @@ pub struct Placement {
 }
 
 impl Default for Placement {
+    /// No network; a name prefix unique to this process and call.
     fn default() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             network: None,
-            name_prefix: format!("fleetbench-{}", std::process::id()),
+            name_prefix: format!("fleetbench-{}-{n}", std::process::id()),
         }
     }
 }
