@@ -41,7 +41,6 @@ fn consumer(broker: &Broker, group: &str, topic: &str) -> StreamConsumer {
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("debug", "cgrp,fetch")
         .create()
         .expect("a consumer is created");
     consumer.subscribe(&[topic]).expect("the consumer subscribes");
@@ -81,7 +80,6 @@ async fn consume_keys(consumer: &StreamConsumer, count: usize, commit_every: usi
         let key = String::from_utf8(message.key().expect("every message has a key").to_vec())
             .expect("keys are UTF-8");
         keys.push(key);
-        eprintln!("DBG p{} o{} n{}", message.partition(), message.offset(), keys.len());
         if keys.len() % commit_every == 0 || keys.len() == count {
             consumer
                 .commit_consumer_state(CommitMode::Sync)
@@ -135,7 +133,6 @@ async fn ten_thousand_keyed_messages_come_back_through_a_consumer_group() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_restarted_consumer_resumes_after_its_last_committed_offset() {
-    let _ = tracing_subscriber::fmt().with_env_filter("librdkafka=debug,rdkafka=debug").with_writer(std::io::stderr).try_init();
     let broker = start_broker().await;
     let topic = "services.resume";
     broker.create_topics(&[topic], 2).await.expect("topic is created");
