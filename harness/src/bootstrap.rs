@@ -242,7 +242,8 @@ impl<'a> Bootstrap<'a> {
     /// and reports what was done with each.
     pub async fn run(&self) -> Result<Vec<ImageOutcome>, BootstrapError> {
         std::fs::create_dir_all(&self.logs).map_err(io("creating log directory", &self.logs))?;
-        std::fs::create_dir_all(&self.cache).map_err(io("creating cache directory", &self.cache))?;
+        std::fs::create_dir_all(&self.cache)
+            .map_err(io("creating cache directory", &self.cache))?;
         let mut outcomes = Vec::new();
         let mut hashes: HashMap<Role, String> = HashMap::new();
         for role in Role::ALL {
@@ -332,11 +333,7 @@ impl<'a> Bootstrap<'a> {
         })
     }
 
-    fn recipe(
-        &self,
-        role: Role,
-        hashes: &HashMap<Role, String>,
-    ) -> Result<Recipe, BootstrapError> {
+    fn recipe(&self, role: Role, hashes: &HashMap<Role, String>) -> Result<Recipe, BootstrapError> {
         let dir = self.config.root().join("dockerfiles/bootstrap");
         let read = |name: &str| -> Result<Vec<u8>, BootstrapError> {
             let path = dir.join(name);
@@ -409,7 +406,10 @@ impl<'a> Bootstrap<'a> {
                     Role::Postgres => POSTGRES_PACKAGES,
                     _ => &[],
                 };
-                step.update(format!("{role}: debootstrap {}", self.config.bootstrap.suite));
+                step.update(format!(
+                    "{role}: debootstrap {}",
+                    self.config.bootstrap.suite
+                ));
                 let rootfs = work.path().join("rootfs");
                 self.debootstrap(role, packages, &rootfs).await?;
                 trim_rootfs(&rootfs)?;
@@ -488,10 +488,21 @@ impl<'a> Bootstrap<'a> {
             boot.mirror.clone(),
         ]);
         let log = self.logs.join(format!("{role}.debootstrap.log"));
-        run_logged(&program, &args, &log, &format!("debootstrap of the {role} image")).await
+        run_logged(
+            &program,
+            &args,
+            &log,
+            &format!("debootstrap of the {role} image"),
+        )
+        .await
     }
 
-    async fn pack_rootfs(&self, role: Role, rootfs: &Path, out: &Path) -> Result<(), BootstrapError> {
+    async fn pack_rootfs(
+        &self,
+        role: Role,
+        rootfs: &Path,
+        out: &Path,
+    ) -> Result<(), BootstrapError> {
         let args = [
             "--numeric-owner",
             "--xattrs",
@@ -511,7 +522,13 @@ impl<'a> Bootstrap<'a> {
             purpose: "needed to pack root filesystems",
             install: "apt-get install tar",
         })?;
-        run_logged(&tar, &args, &log, &format!("packing the {role} root filesystem")).await
+        run_logged(
+            &tar,
+            &args,
+            &log,
+            &format!("packing the {role} root filesystem"),
+        )
+        .await
     }
 
     /// The tansu binary, compiled with cargo into the cache when missing.
@@ -524,10 +541,10 @@ impl<'a> Bootstrap<'a> {
     /// with [`TANSU_PATCH`] applied (a `[patch]` given on the command line).
     async fn tansu_binary(&self, step: &Step) -> Result<PathBuf, BootstrapError> {
         let version = &self.config.bootstrap.tansu_version;
-        let root = self
-            .cache
-            .join("tools")
-            .join(format!("tansu-{version}-{}", short_hash(TANSU_PATCH.as_bytes())));
+        let root = self.cache.join("tools").join(format!(
+            "tansu-{version}-{}",
+            short_hash(TANSU_PATCH.as_bytes())
+        ));
         let binary = root.join("bin/tansu");
         if binary.is_file() {
             info!(binary = %binary.display(), "tansu already compiled, not compiling");
@@ -548,17 +565,28 @@ impl<'a> Bootstrap<'a> {
             .tempdir_in(&self.cache)
             .map_err(io("creating work directory in", &self.cache))?;
 
-        step.update(format!("broker: fetching the sources of tansu-storage {version}"));
+        step.update(format!(
+            "broker: fetching the sources of tansu-storage {version}"
+        ));
         let sources = self.storage_sources(&cargo, version, work.path()).await?;
         let storage = work.path().join("tansu-storage");
         copy_tree(&sources, &storage)?;
         let patch_file = work.path().join("fetch.patch");
         std::fs::write(&patch_file, TANSU_PATCH).map_err(io("writing", &patch_file))?;
-        let args = ["-p1", "-d", &path_arg(&storage), "-i", &path_arg(&patch_file)].map(String::from);
+        let args = [
+            "-p1",
+            "-d",
+            &path_arg(&storage),
+            "-i",
+            &path_arg(&patch_file),
+        ]
+        .map(String::from);
         let log = self.logs.join("broker.patch.log");
         run_logged(&patch, &args, &log, "patching tansu-storage").await?;
 
-        step.update(format!("broker: cargo install tansu {version} (about 12 min on 2 cores)"));
+        step.update(format!(
+            "broker: cargo install tansu {version} (about 12 min on 2 cores)"
+        ));
         warn!(%version, "compiling the tansu broker; this is the longest bootstrap step");
         let args = [
             "install",
@@ -571,7 +599,10 @@ impl<'a> Bootstrap<'a> {
             "--root",
             &path_arg(&root),
             "--config",
-            &format!("patch.crates-io.tansu-storage.path={:?}", path_arg(&storage)),
+            &format!(
+                "patch.crates-io.tansu-storage.path={:?}",
+                path_arg(&storage)
+            ),
         ]
         .map(String::from);
         let log = self.logs.join("broker.cargo-install.log");
@@ -613,31 +644,31 @@ impl<'a> Bootstrap<'a> {
                 log,
             });
         }
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| {
-            BootstrapError::Io {
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&output.stdout).map_err(|e| BootstrapError::Io {
                 operation: "parsing cargo metadata of",
                 path: manifest.clone(),
                 source: std::io::Error::other(e),
-            }
-        })?;
+            })?;
         let name = "tansu-storage";
         metadata["packages"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|p| p["name"] == name && p["version"] == version)
-                .and_then(|p| p["manifest_path"].as_str())
-                .and_then(|m| Path::new(m).parent().map(Path::to_path_buf))
-                .ok_or_else(|| BootstrapError::Io {
-                    operation: "finding the sources of",
-                    path: PathBuf::from(format!("{name}-{version}")),
-                    source: std::io::Error::other("not in cargo metadata"),
-                })
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name && p["version"] == version)
+            .and_then(|p| p["manifest_path"].as_str())
+            .and_then(|m| Path::new(m).parent().map(Path::to_path_buf))
+            .ok_or_else(|| BootstrapError::Io {
+                operation: "finding the sources of",
+                path: PathBuf::from(format!("{name}-{version}")),
+                source: std::io::Error::other("not in cargo metadata"),
+            })
     }
 }
 
 /// The fix for tansu-storage's fetch, applied before compiling the broker.
-pub const TANSU_PATCH: &str = include_str!("../../dockerfiles/bootstrap/tansu-storage-fetch-inside-batch.patch");
+pub const TANSU_PATCH: &str =
+    include_str!("../../dockerfiles/bootstrap/tansu-storage-fetch-inside-batch.patch");
 
 /// Copies a directory tree (regular files and directories only).
 fn copy_tree(from: &Path, to: &Path) -> Result<(), BootstrapError> {

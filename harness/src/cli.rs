@@ -24,7 +24,12 @@ pub const EXIT_ERROR: i32 = 2;
 #[command(name = "fleetbench", version, about, long_about = None)]
 pub struct Cli {
     /// The fleet configuration file.
-    #[arg(long, global = true, default_value = "fleetbench.toml", env = "FLEETBENCH_CONFIG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "fleetbench.toml",
+        env = "FLEETBENCH_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Take every support image from this source, whatever the file says.
@@ -123,11 +128,20 @@ async fn bootstrap(config: &FleetConfig, args: &BootstrapArgs, json: bool) -> an
         println!("{}", serde_json::to_string_pretty(&outcomes)?);
     } else {
         println!("{}", bootstrap_table(&outcomes));
-        let built = outcomes.iter().filter(|o| o.action == Action::Built).count();
+        let built = outcomes
+            .iter()
+            .filter(|o| o.action == Action::Built)
+            .count();
         println!(
             "{built} built, {} up to date, {} from a registry, in {}",
-            outcomes.iter().filter(|o| o.action == Action::Skipped).count(),
-            outcomes.iter().filter(|o| o.action == Action::Registry).count(),
+            outcomes
+                .iter()
+                .filter(|o| o.action == Action::Skipped)
+                .count(),
+            outcomes
+                .iter()
+                .filter(|o| o.action == Action::Registry)
+                .count(),
             format_duration_ms(bootstrap::total_elapsed(&outcomes).as_millis() as u64),
         );
     }

@@ -81,7 +81,9 @@ impl ContextTar {
             tar::EntryType::Regular,
         );
         let err = self.error(&entry);
-        self.builder.append_data(&mut header, name, file).map_err(err)
+        self.builder
+            .append_data(&mut header, name, file)
+            .map_err(err)
     }
 
     /// Adds the host directory `source` below `name`, recursively, keeping
@@ -172,8 +174,10 @@ mod tests {
         std::fs::write(dir.path().join("src/b.txt"), "b").unwrap();
         let write = |name: &str| {
             let mut tar = ContextTar::create(&dir.path().join(name), 42).unwrap();
-            tar.add_bytes("Dockerfile", b"FROM scratch\n", 0o644).unwrap();
-            tar.add_dir("src", &dir.path().join("src"), &|_| false).unwrap();
+            tar.add_bytes("Dockerfile", b"FROM scratch\n", 0o644)
+                .unwrap();
+            tar.add_dir("src", &dir.path().join("src"), &|_| false)
+                .unwrap();
             std::fs::read(tar.finish().unwrap()).unwrap()
         };
         assert_eq!(write("one.tar"), write("two.tar"));

@@ -114,10 +114,11 @@ impl Engine {
     pub async fn connect() -> Result<Self, DockerError> {
         let endpoint =
             std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-        let client = Docker::connect_with_defaults().map_err(|source| DockerError::Unavailable {
-            endpoint: endpoint.clone(),
-            source,
-        })?;
+        let client =
+            Docker::connect_with_defaults().map_err(|source| DockerError::Unavailable {
+                endpoint: endpoint.clone(),
+                source,
+            })?;
         client
             .ping()
             .await
@@ -219,7 +220,9 @@ impl Engine {
             }
             if let Some(detail) = info.error_detail {
                 let message = detail.message.unwrap_or_else(|| "unknown error".into());
-                let _ = log.write_all(format!("ERROR: {message}\n").as_bytes()).await;
+                let _ = log
+                    .write_all(format!("ERROR: {message}\n").as_bytes())
+                    .await;
                 return Err(fail(message));
             }
         }

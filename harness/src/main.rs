@@ -32,7 +32,8 @@ fn init_logging(verbose: u8, json: bool) {
         1 => "fleetbench=debug",
         _ => "fleetbench=trace,info",
     };
-    let filter = EnvFilter::try_from_env("FLEETBENCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let filter =
+        EnvFilter::try_from_env("FLEETBENCH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -150,10 +150,7 @@ impl Broker {
                 .with_exposed_port(9093.tcp())
                 .with_wait_for(WaitFor::Nothing)
                 .with_mapped_port(host_port, 9093.tcp())
-                .with_env_var(
-                    "ADVERTISED_LISTENER_URL",
-                    format!("tcp://{alias}:9092"),
-                )
+                .with_env_var("ADVERTISED_LISTENER_URL", format!("tcp://{alias}:9092"))
                 .with_env_var(
                     "HOST_ADVERTISED_LISTENER_URL",
                     format!("tcp://127.0.0.1:{host_port}"),
@@ -223,7 +220,11 @@ impl Broker {
     }
 
     /// Creates each topic with `partitions` partitions; existing ones are kept.
-    pub async fn create_topics(&self, topics: &[&str], partitions: i32) -> Result<(), ServiceError> {
+    pub async fn create_topics(
+        &self,
+        topics: &[&str],
+        partitions: i32,
+    ) -> Result<(), ServiceError> {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap_servers)
             .create()
@@ -244,7 +245,9 @@ impl Broker {
                     debug!(%topic, "topic exists, kept")
                 }
                 Err((topic, code)) => {
-                    return Err(self.kafka_error(&format!("creating topic '{topic}'"), code.to_string()))
+                    return Err(
+                        self.kafka_error(&format!("creating topic '{topic}'"), code.to_string())
+                    )
                 }
             }
         }
@@ -391,7 +394,11 @@ impl Postgres {
 
 /// Fails early, with the command to run, when a service image is missing:
 /// without a registry a pull could only fail later with a vaguer message.
-async fn require_image(engine: &Engine, role: &'static str, image: &str) -> Result<(), ServiceError> {
+async fn require_image(
+    engine: &Engine,
+    role: &'static str,
+    image: &str,
+) -> Result<(), ServiceError> {
     match engine.image_facts(image).await? {
         Some(_) => Ok(()),
         None => Err(ServiceError::ImageMissing {
@@ -405,7 +412,10 @@ async fn require_image(engine: &Engine, role: &'static str, image: &str) -> Resu
 pub fn split_reference(reference: &str) -> (&str, &str) {
     let name_start = reference.rfind('/').map_or(0, |i| i + 1);
     match reference[name_start..].rfind(':') {
-        Some(i) => (&reference[..name_start + i], &reference[name_start + i + 1..]),
+        Some(i) => (
+            &reference[..name_start + i],
+            &reference[name_start + i + 1..],
+        ),
         None => (reference, "latest"),
     }
 }
@@ -423,7 +433,10 @@ mod tests {
     #[test]
     fn references_split_at_the_tag_not_at_a_registry_port() {
         assert_eq!(split_reference("postgres:15"), ("postgres", "15"));
-        assert_eq!(split_reference("fleetbench/base"), ("fleetbench/base", "latest"));
+        assert_eq!(
+            split_reference("fleetbench/base"),
+            ("fleetbench/base", "latest")
+        );
         assert_eq!(
             split_reference("registry.local:5000/team/kafka:3.9"),
             ("registry.local:5000/team/kafka", "3.9")

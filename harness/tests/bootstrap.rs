@@ -46,7 +46,11 @@ async fn the_local_base_image_is_at_most_ninety_megabytes() {
         .await
         .unwrap()
         .expect("the base image was bootstrapped");
-    assert!(facts.size_bytes <= 90_000_000, "base is {} bytes", facts.size_bytes);
+    assert!(
+        facts.size_bytes <= 90_000_000,
+        "base is {} bytes",
+        facts.size_bytes
+    );
 }
 
 fn fleetbench(args: &[&str], envs: &[(&str, &str)]) -> (i32, String) {
@@ -70,7 +74,10 @@ fn an_unreachable_docker_engine_exits_2_and_says_what_to_start() {
         &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
     );
     assert_eq!(code, 2, "{stderr}");
-    assert!(stderr.contains("unix:///nonexistent/docker.sock"), "{stderr}");
+    assert!(
+        stderr.contains("unix:///nonexistent/docker.sock"),
+        "{stderr}"
+    );
     assert!(stderr.contains("start one"), "{stderr}");
 }
 

@@ -43,7 +43,9 @@ fn consumer(broker: &Broker, group: &str, topic: &str) -> StreamConsumer {
         .set("session.timeout.ms", "10000")
         .create()
         .expect("a consumer is created");
-    consumer.subscribe(&[topic]).expect("the consumer subscribes");
+    consumer
+        .subscribe(&[topic])
+        .expect("the consumer subscribes");
     consumer
 }
 
@@ -121,7 +123,10 @@ fn assert_each_key_once(keys: &[String], expected: usize) {
 async fn ten_thousand_keyed_messages_come_back_through_a_consumer_group() {
     let broker = start_broker().await;
     let topic = "services.keyed";
-    broker.create_topics(&[topic], 3).await.expect("topic is created");
+    broker
+        .create_topics(&[topic], 3)
+        .await
+        .expect("topic is created");
 
     produce_keyed(&broker, topic, 10_000).await;
     let consumer = consumer(&broker, "services-keyed", topic);
@@ -135,7 +140,10 @@ async fn ten_thousand_keyed_messages_come_back_through_a_consumer_group() {
 async fn a_restarted_consumer_resumes_after_its_last_committed_offset() {
     let broker = start_broker().await;
     let topic = "services.resume";
-    broker.create_topics(&[topic], 2).await.expect("topic is created");
+    broker
+        .create_topics(&[topic], 2)
+        .await
+        .expect("topic is created");
     produce_keyed(&broker, topic, 1_000).await;
 
     let first = consumer(&broker, "services-resume", topic);
@@ -145,7 +153,10 @@ async fn a_restarted_consumer_resumes_after_its_last_committed_offset() {
     let second = consumer(&broker, "services-resume", topic);
     let rest = consume_keys(&second, 600, 100).await;
     let extra = tokio::time::timeout(Duration::from_secs(3), second.recv()).await;
-    assert!(extra.is_err(), "the restarted consumer read more than the 600 left");
+    assert!(
+        extra.is_err(),
+        "the restarted consumer read more than the 600 left"
+    );
 
     keys.extend(rest);
     assert_each_key_once(&keys, 1_000);
@@ -158,7 +169,9 @@ async fn sqlx_connects_and_runs_a_migration() {
     let postgres = Postgres::start(&engine, &config(), &Placement::default())
         .await
         .expect("postgres starts");
-    let pool = sqlx::PgPool::connect(&postgres.url).await.expect("sqlx connects");
+    let pool = sqlx::PgPool::connect(&postgres.url)
+        .await
+        .expect("sqlx connects");
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/migrations");
     let migrator = sqlx::migrate::Migrator::new(migrations)
         .await
