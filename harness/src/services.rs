@@ -12,10 +12,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 use testcontainers::core::{IntoContainerPort, WaitFor};
 use testcontainers::runners::AsyncRunner;
@@ -225,41 +222,14 @@ impl Broker {
         topics: &[&str],
         partitions: i32,
     ) -> Result<(), ServiceError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap_servers)
-            .create()
-            .map_err(|e| self.kafka_error("creating an admin client", e.to_string()))?;
-        let new_topics: Vec<NewTopic> = topics
-            .iter()
-            .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
-            .collect();
-        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin
-            .create_topics(&new_topics, &options)
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        fleet_runtime::kafka::ensure_topics(&self.bootstrap_servers, &topics, partitions)
             .await
-            .map_err(|e| self.kafka_error("creating topics", e.to_string()))?;
-        for result in results {
-            match result {
-                Ok(topic) => debug!(%topic, partitions, "topic created"),
-                Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    debug!(%topic, "topic exists, kept")
-                }
-                Err((topic, code)) => {
-                    return Err(
-                        self.kafka_error(&format!("creating topic '{topic}'"), code.to_string())
-                    )
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn kafka_error(&self, operation: &str, message: String) -> ServiceError {
-        ServiceError::Kafka {
-            operation: operation.to_string(),
-            brokers: self.bootstrap_servers.clone(),
-            message,
-        }
+            .map_err(|e| ServiceError::Kafka {
+                operation: e.operation,
+                brokers: e.brokers,
+                message: e.source.to_string(),
+            })
     }
 }
 

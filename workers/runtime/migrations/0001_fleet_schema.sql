@@ -1,0 +1,125 @@
+-- The fleet's schema: every table a worker writes, keyed so that a replayed
+-- batch writes the same rows again instead of new ones (idempotent writes).
+
+-- data-ingestor: validated, unit-normalised telemetry.
+CREATE TABLE measurements (
+    event_id    TEXT PRIMARY KEY,
+    entity      TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    unit        TEXT NOT NULL,
+    value       DOUBLE PRECISION NOT NULL,
+    is_error    BOOLEAN NOT NULL,
+    event_time  TIMESTAMPTZ NOT NULL,
+    ingested_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX measurements_event_time ON measurements (event_time);
+
+-- kpi-worker: event-time tumbling windows per entity and metric.
+CREATE TABLE kpi_windows (
+    window_id    TEXT PRIMARY KEY,
+    entity       TEXT NOT NULL,
+    site         TEXT NOT NULL,
+    service      TEXT NOT NULL,
+    metric       TEXT NOT NULL,
+    window_start TIMESTAMPTZ NOT NULL,
+    window_end   TIMESTAMPTZ NOT NULL,
+    count        BIGINT NOT NULL,
+    mean         DOUBLE PRECISION NOT NULL,
+    min          DOUBLE PRECISION NOT NULL,
+    max          DOUBLE PRECISION NOT NULL,
+    p95          DOUBLE PRECISION NOT NULL,
+    error_rate   DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX kpi_windows_series ON kpi_windows (entity, metric, window_start);
+
+-- model-trainer: per-series models, versioned.
+CREATE TABLE anomaly_models (
+    series_key   TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    trained_at   TIMESTAMPTZ NOT NULL,
+    sample_count BIGINT NOT NULL,
+    parameters   JSONB NOT NULL,
+    PRIMARY KEY (series_key, version)
+);
+
+-- anomaly-detector: scored windows that crossed the threshold.
+CREATE TABLE anomalies (
+    window_id     TEXT PRIMARY KEY REFERENCES kpi_windows (window_id),
+    series_key    TEXT NOT NULL,
+    entity        TEXT NOT NULL,
+    site          TEXT NOT NULL,
+    service       TEXT NOT NULL,
+    metric        TEXT NOT NULL,
+    window_start  TIMESTAMPTZ NOT NULL,
+    value         DOUBLE PRECISION NOT NULL,
+    score         DOUBLE PRECISION NOT NULL,
+    method        TEXT NOT NULL,
+    model_version INTEGER
+);
+
+-- forecaster: predicted next windows and capacity breaches.
+CREATE TABLE forecasts (
+    forecast_id    TEXT PRIMARY KEY,
+    series_key     TEXT NOT NULL,
+    made_from      TEXT NOT NULL,
+    target_start   TIMESTAMPTZ NOT NULL,
+    predicted      DOUBLE PRECISION NOT NULL,
+    capacity       DOUBLE PRECISION,
+    breach         BOOLEAN NOT NULL
+);
+
+-- alert-manager: alerts after severity rules, suppression and flap damping.
+CREATE TABLE alerts (
+    alert_id    TEXT PRIMARY KEY,
+    source_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    entity      TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    metric      TEXT NOT NULL,
+    severity    TEXT NOT NULL,
+    raised_at   TIMESTAMPTZ NOT NULL,
+    summary     TEXT NOT NULL
+);
+
+-- incident-correlator: alerts grouped by time and topology.
+CREATE TABLE incidents (
+    incident_id TEXT PRIMARY KEY,
+    site        TEXT NOT NULL,
+    service     TEXT NOT NULL,
+    opened_at   TIMESTAMPTZ NOT NULL,
+    last_at     TIMESTAMPTZ NOT NULL,
+    severity    TEXT NOT NULL
+);
+CREATE TABLE incident_alerts (
+    incident_id TEXT NOT NULL REFERENCES incidents (incident_id),
+    alert_id    TEXT NOT NULL REFERENCES alerts (alert_id),
+    PRIMARY KEY (incident_id, alert_id)
+);
+
+-- sla-reporter: SLO compliance and error-budget burn per service and day.
+CREATE TABLE sla_reports (
+    service             TEXT NOT NULL,
+    day                 DATE NOT NULL,
+    windows             BIGINT NOT NULL,
+    availability        DOUBLE PRECISION NOT NULL,
+    latency_p95_ms      DOUBLE PRECISION NOT NULL,
+    availability_met    BOOLEAN NOT NULL,
+    latency_met         BOOLEAN NOT NULL,
+    error_budget_burn   DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (service, day)
+);
+
+-- retention-compactor: hourly rollups of raw measurements past retention.
+CREATE TABLE measurements_hourly (
+    entity  TEXT NOT NULL,
+    metric  TEXT NOT NULL,
+    hour    TIMESTAMPTZ NOT NULL,
+    count   BIGINT NOT NULL,
+    sum     DOUBLE PRECISION NOT NULL,
+    min     DOUBLE PRECISION NOT NULL,
+    max     DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (entity, metric, hour)
+);

@@ -1,0 +1,202 @@
+//! Worker configuration from environment variables, validated at start
+//! with errors that name the variable and what is wrong with it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// A variable is missing or does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {variable}: {problem}")]
+pub struct ConfigError {
+    /// The variable's name.
+    pub variable: &'static str,
+    /// What is wrong, with the value seen where there is one.
+    pub problem: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a worker reads from its environment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// `KAFKA_BROKERS`: bootstrap servers, `host:port[,host:port]`.
+    pub kafka_brokers: String,
+    /// `DATABASE_URL`: `postgres://user:password@host:port/db`.
+    pub database_url: String,
+    /// `KAFKA_GROUP_ID`: consumer group (default: the worker's name).
+    pub group_id: String,
+    /// `KAFKA_PARTITIONS`: partitions of topics the worker creates (default 3).
+    pub partitions: i32,
+    /// `BATCH_MAX_EVENTS`: most events per batch (default 500).
+    pub batch_max_events: usize,
+    /// `BATCH_MAX_WAIT_MS`: longest wait to fill a batch (default 200).
+    pub batch_max_wait: Duration,
+    /// `METRICS_ADDR`: where `/metrics` and `/healthz` listen (default 0.0.0.0:9100).
+    pub metrics_addr: SocketAddr,
+    /// `DB_POOL_SIZE`: PostgreSQL connections (default 4).
+    pub db_pool_size: u32,
+    /// `LOG_FORMAT`: `text` or `json` (default text).
+    pub log_format: LogFormat,
+}
+
+impl RuntimeConfig {
+    /// Reads the configuration of worker `name` from the process environment.
+    pub fn from_env(name: &str) -> Result<Self, ConfigError> {
+        Self::from_lookup(name, |key| std::env::var(key).ok())
+    }
+
+    /// Reads the configuration through `lookup`, for tests and embedding.
+    pub fn from_lookup(
+        name: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let required = |variable: &'static str| {
+            lookup(variable)
+                .filter(|value| !value.trim().is_empty())
+                .ok_or(ConfigError {
+                    variable,
+                    problem: "is not set".into(),
+                })
+        };
+        let kafka_brokers = required("KAFKA_BROKERS")?;
+        if kafka_brokers.split(',').any(|b| !b.contains(':')) {
+            return Err(ConfigError {
+                variable: "KAFKA_BROKERS",
+                problem: format!("'{kafka_brokers}' is not a list of host:port"),
+            });
+        }
+        let database_url = required("DATABASE_URL")?;
+        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
+            return Err(ConfigError {
+                variable: "DATABASE_URL",
+                problem: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        let parsed = |variable: &'static str, default: &str| -> Result<String, ConfigError> {
+            Ok(lookup(variable).unwrap_or_else(|| default.to_string()))
+        };
+        Ok(Self {
+            kafka_brokers,
+            database_url,
+            group_id: parsed("KAFKA_GROUP_ID", name)?,
+            partitions: number(&lookup, "KAFKA_PARTITIONS", 3, 1..=1024)?,
+            batch_max_events: number(&lookup, "BATCH_MAX_EVENTS", 500, 1..=100_000)?,
+            batch_max_wait: Duration::from_millis(number(
+                &lookup,
+                "BATCH_MAX_WAIT_MS",
+                200,
+                1..=60_000,
+            )?),
+            metrics_addr: parsed("METRICS_ADDR", "0.0.0.0:9100")?
+                .parse()
+                .map_err(|e| ConfigError {
+                    variable: "METRICS_ADDR",
+                    problem: format!("not an address like 0.0.0.0:9100: {e}"),
+                })?,
+            db_pool_size: number(&lookup, "DB_POOL_SIZE", 4, 1..=64)?,
+            log_format: match parsed("LOG_FORMAT", "text")?.as_str() {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError {
+                        variable: "LOG_FORMAT",
+                        problem: format!("'{other}' is neither text nor json"),
+                    })
+                }
+            },
+        })
+    }
+}
+
+fn number<T>(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let Some(text) = lookup(variable) else {
+        return Ok(default);
+    };
+    let value: T = text.trim().parse().map_err(|_| ConfigError {
+        variable,
+        problem: format!("'{text}' is not a whole number"),
+    })?;
+    if !range.contains(&value) {
+        return Err(ConfigError {
+            variable,
+            problem: format!("{value} is outside {}..={}", range.start(), range.end()),
+        });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<RuntimeConfig, ConfigError> {
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RuntimeConfig::from_lookup("kpi-worker", |key| env.get(key).cloned())
+    }
+
+    const MINIMAL: [(&str, &str); 2] = [
+        ("KAFKA_BROKERS", "broker:9092"),
+        ("DATABASE_URL", "postgres://u:p@db:5432/fleet"),
+    ];
+
+    #[test]
+    fn the_two_required_variables_are_enough() {
+        let config = config(&MINIMAL).unwrap();
+        assert_eq!(config.group_id, "kpi-worker");
+        assert_eq!(config.partitions, 3);
+        assert_eq!(config.batch_max_wait, Duration::from_millis(200));
+        assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_missing_broker_list_is_named() {
+        let err = config(&MINIMAL[1..]).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_BROKERS");
+        assert!(err.to_string().contains("is not set"));
+    }
+
+    #[test]
+    fn a_number_out_of_range_names_the_variable_and_value() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("KAFKA_PARTITIONS", "0"));
+        let err = config(&pairs).unwrap_err();
+        assert_eq!(err.variable, "KAFKA_PARTITIONS");
+        assert!(err.problem.contains('0'), "{err}");
+    }
+
+    #[test]
+    fn a_word_where_a_number_belongs_is_rejected() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("BATCH_MAX_EVENTS", "many"));
+        let err = config(&pairs).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable BATCH_MAX_EVENTS: 'many' is not a whole number"
+        );
+    }
+
+    #[test]
+    fn a_database_url_of_another_scheme_is_rejected() {
+        let err = config(&[MINIMAL[0], ("DATABASE_URL", "mysql://x")]).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
+    }
+}

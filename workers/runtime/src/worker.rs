@@ -1,0 +1,323 @@
+//! The stream worker loop: read a batch, parse it (dead-lettering what does
+//! not parse), let the [`Processor`] write its results in one transaction,
+//! publish its outputs, then commit the offsets. Every step before the
+//! commit can be replayed: processors write idempotently, keyed by event or
+//! window id.
+//!
+//! A batch whose transaction fails is retried event by event: an event that
+//! fails alone with a database error of its own (a constraint, bad data)
+//! is dead-lettered with that error, and the rest go through. A failure to
+//! reach the database or the broker is retried with backoff until the
+//! shutdown, without committing anything.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures_util::future::try_join_all;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::Message;
+use sqlx::{PgConnection, PgPool};
+use tracing::{info, warn};
+
+use crate::config::{ConfigError, RuntimeConfig};
+use crate::db::{self, DbError};
+use crate::dlq::{self, DeadLetter};
+use crate::kafka::{self, KafkaOpError};
+use crate::metrics::{self, Metrics};
+use crate::shutdown::Shutdown;
+
+/// How long to wait before retrying a batch after an infrastructure error.
+const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// How long an output may wait for the broker's acknowledgement.
+const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An event to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: String,
+    /// Partitioning key (an entity or id), so related events stay ordered.
+    pub key: String,
+    /// JSON payload.
+    pub payload: Vec<u8>,
+}
+
+impl Output {
+    /// Serialises `value` as the JSON payload of an output.
+    pub fn json(topic: &str, key: impl Into<String>, value: &impl serde::Serialize) -> Self {
+        Self {
+            topic: topic.to_string(),
+            key: key.into(),
+            payload: serde_json::to_vec(value).expect("output types serialise to JSON"),
+        }
+    }
+}
+
+/// A parsed event, or why it was rejected.
+pub type Outcome<E> = Result<E, String>;
+
+/// One worker's domain logic, driven by [`run`].
+pub trait Processor: Send + 'static {
+    /// What a message parses into.
+    type Event: Send;
+
+    /// The worker's name: consumer group, metrics label, log field.
+    fn name(&self) -> &'static str;
+
+    /// Topics read.
+    fn input_topics(&self) -> Vec<String>;
+
+    /// Topics written.
+    fn output_topics(&self) -> Vec<String>;
+
+    /// Parses and validates one message; `Err(reason)` dead-letters it.
+    fn parse(&self, topic: &str, payload: &[u8]) -> Outcome<Self::Event>;
+
+    /// Writes the results of `events` inside `tx` and returns the events to
+    /// publish once the transaction is committed.
+    fn process(
+        &mut self,
+        events: Vec<Self::Event>,
+        tx: &mut PgConnection,
+    ) -> impl Future<Output = Result<Vec<Output>, sqlx::Error>> + Send;
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The environment is not a valid configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Kafka clients or topics could not be set up.
+    #[error(transparent)]
+    Kafka(#[from] KafkaOpError),
+    /// The metrics endpoint could not listen.
+    #[error("listening for /metrics and /healthz on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Everything the loop holds while it runs.
+struct Context {
+    name: &'static str,
+    pool: PgPool,
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    metrics: Metrics,
+}
+
+/// Runs `processor` until the shutdown: sets up the schema, topics, clients
+/// and endpoint, then processes batches. Returns after the last batch's
+/// offsets are committed.
+pub async fn run<P: Processor>(
+    mut processor: P,
+    config: RuntimeConfig,
+    mut shutdown: Shutdown,
+) -> Result<(), RuntimeError> {
+    let name = processor.name();
+    let ctx = start(&processor, &config, &shutdown).await?;
+    info!(worker = name, inputs = ?processor.input_topics(), "ready");
+    while !shutdown.is_requested() {
+        let batch = match kafka::next_batch(
+            &ctx.consumer,
+            config.batch_max_events,
+            config.batch_max_wait,
+            &mut shutdown,
+        )
+        .await
+        {
+            Ok(batch) => batch,
+            Err(error) => {
+                warn!(worker = name, %error, "reading from Kafka failed; retrying");
+                ctx.metrics.errors.inc();
+                tokio::time::sleep(RETRY_BACKOFF).await;
+                continue;
+            }
+        };
+        if !batch.is_empty() {
+            handle_batch(&ctx, &mut processor, &batch, &shutdown).await;
+        }
+        if let Ok(lag) = kafka::lag(&ctx.consumer) {
+            ctx.metrics.consumer_lag.set(lag);
+        }
+    }
+    ctx.metrics.set_ready(false);
+    info!(worker = name, "stopped after committing its last batch");
+    Ok(())
+}
+
+async fn start<P: Processor>(
+    processor: &P,
+    config: &RuntimeConfig,
+    shutdown: &Shutdown,
+) -> Result<Context, RuntimeError> {
+    let name = processor.name();
+    let metrics = Metrics::new(name);
+    metrics::serve(config.metrics_addr, metrics.clone(), shutdown.clone())
+        .await
+        .map_err(|source| RuntimeError::Listen {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let pool = db::connect(&config.database_url, config.db_pool_size).await?;
+    db::migrate(&pool).await?;
+    let inputs = processor.input_topics();
+    let mut topics = inputs.clone();
+    topics.extend(processor.output_topics());
+    topics.extend(inputs.iter().map(|t| dlq::topic_of(t)));
+    kafka::ensure_topics(&config.kafka_brokers, &topics, config.partitions).await?;
+    let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let consumer = kafka::consumer(&config.kafka_brokers, &config.group_id, &input_refs)?;
+    let producer = kafka::producer(&config.kafka_brokers)?;
+    metrics.set_ready(true);
+    Ok(Context {
+        name,
+        pool,
+        consumer,
+        producer,
+        metrics,
+    })
+}
+
+/// Processes one batch until it is committed, or until the shutdown stops
+/// the retries (then nothing is committed and the batch is read again).
+async fn handle_batch<P: Processor>(
+    ctx: &Context,
+    processor: &mut P,
+    batch: &[OwnedMessage],
+    shutdown: &Shutdown,
+) {
+    let started = Instant::now();
+    ctx.metrics.events_in.inc_by(batch.len() as u64);
+    loop {
+        match try_batch(ctx, processor, batch).await {
+            Ok(()) => break,
+            Err(error) => {
+                ctx.metrics.errors.inc();
+                warn!(worker = ctx.name, %error, events = batch.len(), "batch failed; retrying");
+                if shutdown.is_requested() {
+                    return;
+                }
+                tokio::time::sleep(RETRY_BACKOFF).await;
+            }
+        }
+    }
+    ctx.metrics
+        .batch_seconds
+        .observe(started.elapsed().as_secs_f64());
+}
+
+/// One attempt: transaction, outputs, dead letters, commit.
+async fn try_batch<P: Processor>(
+    ctx: &Context,
+    processor: &mut P,
+    batch: &[OwnedMessage],
+) -> Result<(), String> {
+    let mut letters = Vec::new();
+    let mut parsed = Vec::new();
+    for message in batch {
+        match processor.parse(message.topic(), message.payload().unwrap_or_default()) {
+            Ok(event) => parsed.push((message, event)),
+            Err(reason) => letters.push(DeadLetter::new(message, reason)),
+        }
+    }
+    let outputs = match write(ctx, processor, parsed.into_iter().map(|(_, e)| e).collect()).await {
+        Ok(outputs) => outputs,
+        Err(error) if is_transient(&error) => return Err(format!("database: {error}")),
+        Err(_) => isolate(ctx, processor, batch, &mut letters).await?,
+    };
+    publish(ctx, &outputs).await?;
+    publish_dead_letters(ctx, &letters).await?;
+    kafka::commit(&ctx.consumer, batch).map_err(|e| format!("committing offsets: {e}"))
+}
+
+/// Reparses and writes the batch one event at a time, dead-lettering each
+/// event whose own write fails for a reason other than reachability.
+async fn isolate<P: Processor>(
+    ctx: &Context,
+    processor: &mut P,
+    batch: &[OwnedMessage],
+    letters: &mut Vec<DeadLetter>,
+) -> Result<Vec<Output>, String> {
+    let mut outputs = Vec::new();
+    for message in batch {
+        let Ok(event) = processor.parse(message.topic(), message.payload().unwrap_or_default())
+        else {
+            continue;
+        };
+        match write(ctx, processor, vec![event]).await {
+            Ok(more) => outputs.extend(more),
+            Err(error) if is_transient(&error) => return Err(format!("database: {error}")),
+            Err(error) => letters.push(DeadLetter::new(
+                message,
+                format!("rejected by the database: {error}"),
+            )),
+        }
+    }
+    Ok(outputs)
+}
+
+async fn write<P: Processor>(
+    ctx: &Context,
+    processor: &mut P,
+    events: Vec<P::Event>,
+) -> Result<Vec<Output>, sqlx::Error> {
+    let mut tx = ctx.pool.begin().await?;
+    let outputs = processor.process(events, &mut tx).await?;
+    tx.commit().await?;
+    Ok(outputs)
+}
+
+/// Whether a database error is about reaching the database rather than the
+/// data: those are retried, the others isolate the event responsible.
+fn is_transient(error: &sqlx::Error) -> bool {
+    !matches!(
+        error,
+        sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+    )
+}
+
+async fn publish(ctx: &Context, outputs: &[Output]) -> Result<(), String> {
+    let sends = outputs.iter().map(|output| {
+        ctx.producer.send(
+            FutureRecord::to(&output.topic)
+                .key(&output.key)
+                .payload(&output.payload),
+            PRODUCE_TIMEOUT,
+        )
+    });
+    try_join_all(sends)
+        .await
+        .map_err(|(error, _)| format!("publishing outputs: {error}"))?;
+    ctx.metrics.events_out.inc_by(outputs.len() as u64);
+    Ok(())
+}
+
+async fn publish_dead_letters(ctx: &Context, letters: &[DeadLetter]) -> Result<(), String> {
+    let sends = letters.iter().map(|letter| {
+        let mut record = FutureRecord::to(&letter.topic)
+            .payload(&letter.payload)
+            .headers(letter.headers(ctx.name));
+        if let Some(key) = &letter.key {
+            record = record.key(key);
+        }
+        ctx.producer.send(record, PRODUCE_TIMEOUT)
+    });
+    try_join_all(sends)
+        .await
+        .map_err(|(error, _)| format!("publishing dead letters: {error}"))?;
+    for letter in letters {
+        warn!(worker = ctx.name, origin = %letter.origin, reason = %letter.reason, "dead-lettered");
+    }
+    ctx.metrics.dead_letters.inc_by(letters.len() as u64);
+    Ok(())
+}
