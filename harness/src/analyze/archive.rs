@@ -14,7 +14,7 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest}
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use super::layer::{normalize_path, scan_layer, LayerScan};
+use super::layer::{normalize_path, scan_layer, start_scan, LayerScan, PendingScan};
 use super::AnalyzeError;
 
 /// Entries up to this size are kept in memory until the manifest says what
@@ -255,6 +255,7 @@ fn blob_path(descriptor: &Descriptor) -> String {
 struct TarContents {
     small: HashMap<String, Vec<u8>>,
     scanned: HashMap<String, Arc<LayerScan>>,
+    pending: Vec<(String, PendingScan)>,
     links: HashMap<String, String>,
 }
 
@@ -283,6 +284,12 @@ impl TarContents {
                 _ => contents.add_file(path, &mut entry)?,
             }
         }
+        for (path, pending) in std::mem::take(&mut contents.pending) {
+            let scan = pending
+                .finish()
+                .map_err(|e| problem(format!("layer {path}"), e))?;
+            contents.scanned.insert(path, Arc::new(scan));
+        }
         Ok(contents)
     }
 
@@ -294,9 +301,9 @@ impl TarContents {
         let size_bytes = entry.size();
         if path.ends_with("layer.tar") || size_bytes > SMALL_ENTRY_BYTES {
             tracing::debug!(layer = %path, size_bytes, "scanning layer");
-            let scan =
+            let pending =
                 scan_entry(entry, size_bytes).map_err(|e| problem(format!("layer {path}"), e))?;
-            self.scanned.insert(path, Arc::new(scan));
+            self.pending.push((path, pending));
         } else {
             let mut bytes = Vec::with_capacity(size_bytes as usize);
             entry
@@ -357,13 +364,14 @@ impl TarContents {
     }
 }
 
-/// Scans a layer entry, telling a cut-off archive from a broken layer.
-fn scan_entry(entry: &mut impl Read, size_bytes: u64) -> Result<LayerScan, String> {
+/// Reads a layer entry, telling a cut-off archive from a broken layer; its
+/// compression may still run when this returns.
+fn scan_entry(entry: &mut impl Read, size_bytes: u64) -> Result<PendingScan, String> {
     let mut counted = CountingReader {
         inner: entry,
         bytes: 0,
     };
-    let scanned = scan_layer(&mut counted);
+    let scanned = start_scan(&mut counted);
     if scanned.is_err() {
         let _ = io::copy(&mut counted, &mut io::sink());
     }
@@ -447,5 +455,7 @@ fn scan_files_in_parallel(
 fn scan_file(path: &Path) -> Result<LayerScan, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("opening: {e}"))?;
     let size_bytes = file.metadata().map_err(|e| e.to_string())?.len();
-    scan_entry(&mut io::BufReader::new(file), size_bytes)
+    scan_entry(&mut io::BufReader::new(file), size_bytes)?
+        .finish()
+        .map_err(|e| e.to_string())
 }

@@ -4,8 +4,9 @@
 //! whiteouts, all while the bytes stream past.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::Arc;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
 use flate2::{bufread::MultiGzDecoder, write::GzEncoder, Compression};
 use serde::{Deserialize, Serialize};
@@ -14,8 +15,11 @@ use sha2::{Digest, Sha256};
 /// Bytes read from the layer per step (and the size of the chunks handed to
 /// the compressors).
 const CHUNK_BYTES: usize = 1 << 20;
-/// Chunks queued per compressor before the reader waits for it.
-const CHUNKS_IN_FLIGHT: usize = 8;
+/// Bytes waiting in all compressor queues together (each chunk counts once
+/// per compressor) before the reader waits: enough for reading to run ahead
+/// into the next layer while gzip finishes this one, bounded so a big image
+/// is never held in memory.
+const QUEUED_BYTES: u64 = 1 << 30;
 /// The zstd level used to measure zstd sizes (zstd's own default).
 pub const ZSTD_LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
 /// Prefix of a whiteout entry, which deletes the named path of lower layers.
@@ -79,52 +83,124 @@ pub enum Whiteout {
 
 /// Reads a layer blob (plain, gzip or zstd tar) to its end and measures it.
 pub fn scan_layer(blob: impl Read) -> io::Result<LayerScan> {
-    let decoded = decode(blob)?;
-    std::thread::scope(|scope| {
-        let (gzip_chunks, gzip_rx) = sync_channel(CHUNKS_IN_FLIGHT);
-        let (zstd_chunks, zstd_rx) = sync_channel(CHUNKS_IN_FLIGHT);
-        let gzip = scope.spawn(move || compressed_bytes(gzip_rx, Codec::Gzip));
-        let zstd = scope.spawn(move || compressed_bytes(zstd_rx, Codec::Zstd));
-
-        let tee = Tee {
-            inner: decoded,
-            hasher: Sha256::new(),
-            size_bytes: 0,
-            sinks: vec![gzip_chunks, zstd_chunks],
-        };
-        let mut archive = tar::Archive::new(BufReader::with_capacity(CHUNK_BYTES, tee));
-        let (entries, whiteouts) = read_entries(&mut archive)?;
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())?;
-        let Tee {
-            hasher,
-            size_bytes,
-            sinks,
-            ..
-        } = rest.into_inner();
-        // The compressors finish only when their channels close.
-        drop(sinks);
-        let diff_id = format!("sha256:{}", hex::encode(hasher.finalize()));
-
-        Ok(LayerScan {
-            diff_id,
-            size_bytes,
-            gzip_bytes: join(gzip)?,
-            zstd_bytes: join(zstd)?,
-            file_count: entries
-                .iter()
-                .filter(|e| e.kind != EntryKind::Directory)
-                .count() as u64,
-            entries,
-            whiteouts,
-        })
-    })
+    start_scan(blob)?.finish()
 }
 
-fn join(handle: std::thread::ScopedJoinHandle<'_, io::Result<u64>>) -> io::Result<u64> {
+/// A layer read to its end whose compressed sizes may still be computing.
+pub struct PendingScan {
+    scan: LayerScan,
+    gzip: JoinHandle<io::Result<u64>>,
+    zstd: JoinHandle<io::Result<u64>>,
+}
+
+impl PendingScan {
+    /// Waits for the compressors and returns the complete scan.
+    pub fn finish(self) -> io::Result<LayerScan> {
+        let Self {
+            mut scan,
+            gzip,
+            zstd,
+        } = self;
+        scan.gzip_bytes = join(gzip)?;
+        scan.zstd_bytes = join(zstd)?;
+        Ok(scan)
+    }
+}
+
+/// Reads a layer blob to its end, hashing and parsing it, and returns while
+/// gzip and zstd may still be working through its bytes on their threads.
+pub fn start_scan(blob: impl Read) -> io::Result<PendingScan> {
+    let decoded = decode(blob)?;
+    let (gzip_chunks, gzip_rx) = channel();
+    let (zstd_chunks, zstd_rx) = channel();
+    let gzip = std::thread::spawn(move || compressed_bytes(gzip_rx, Codec::Gzip));
+    let zstd = std::thread::spawn(move || compressed_bytes(zstd_rx, Codec::Zstd));
+
+    let tee = Tee {
+        inner: decoded,
+        hasher: Sha256::new(),
+        size_bytes: 0,
+        sinks: vec![gzip_chunks, zstd_chunks],
+    };
+    let mut archive = tar::Archive::new(BufReader::with_capacity(CHUNK_BYTES, tee));
+    let (entries, whiteouts) = read_entries(&mut archive)?;
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink())?;
+    let Tee {
+        hasher,
+        size_bytes,
+        sinks,
+        ..
+    } = rest.into_inner();
+    // The compressors finish once their channels close.
+    drop(sinks);
+
+    let scan = LayerScan {
+        diff_id: format!("sha256:{}", hex::encode(hasher.finalize())),
+        size_bytes,
+        gzip_bytes: 0,
+        zstd_bytes: 0,
+        file_count: entries
+            .iter()
+            .filter(|e| e.kind != EntryKind::Directory)
+            .count() as u64,
+        entries,
+        whiteouts,
+    };
+    Ok(PendingScan { scan, gzip, zstd })
+}
+
+fn join(handle: JoinHandle<io::Result<u64>>) -> io::Result<u64> {
     handle
         .join()
         .map_err(|_| io::Error::other("a compressor thread panicked"))?
+}
+
+/// The room left in the compressor queues, shared by every layer.
+struct QueueBudget {
+    free_bytes: Mutex<u64>,
+    freed: Condvar,
+}
+
+static QUEUE_BUDGET: QueueBudget = QueueBudget {
+    free_bytes: Mutex::new(QUEUED_BYTES),
+    freed: Condvar::new(),
+};
+
+impl QueueBudget {
+    /// Waits until `chunk` fits, then books it until it is dropped.
+    fn reserve(&'static self, chunk: Arc<[u8]>) -> Queued {
+        let bytes = chunk.len() as u64;
+        let mut free = self
+            .free_bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while *free < bytes {
+            free = self
+                .freed
+                .wait(free)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        *free -= bytes;
+        Queued { chunk }
+    }
+}
+
+/// A chunk waiting for (or being fed to) a compressor; gives its room back
+/// when dropped, however the compressor ends.
+struct Queued {
+    chunk: Arc<[u8]>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        let mut free = QUEUE_BUDGET
+            .free_bytes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *free += self.chunk.len() as u64;
+        QUEUE_BUDGET.freed.notify_all();
+    }
 }
 
 /// Wraps the blob in a decompressor when its first bytes say it is one.
@@ -148,7 +224,7 @@ struct Tee<R> {
     inner: R,
     hasher: Sha256,
     size_bytes: u64,
-    sinks: Vec<SyncSender<Arc<[u8]>>>,
+    sinks: Vec<Sender<Queued>>,
 }
 
 impl<R: Read> Read for Tee<R> {
@@ -159,7 +235,7 @@ impl<R: Read> Read for Tee<R> {
             self.hasher.update(&chunk);
             self.size_bytes += n as u64;
             for sink in &self.sinks {
-                sink.send(Arc::clone(&chunk))
+                sink.send(QUEUE_BUDGET.reserve(Arc::clone(&chunk)))
                     .map_err(|_| io::Error::other("a compressor stopped early"))?;
             }
         }
@@ -174,20 +250,20 @@ enum Codec {
 }
 
 /// Compresses every chunk received and returns the compressed length.
-fn compressed_bytes(chunks: Receiver<Arc<[u8]>>, codec: Codec) -> io::Result<u64> {
+fn compressed_bytes(chunks: Receiver<Queued>, codec: Codec) -> io::Result<u64> {
     let mut counter = ByteCounter(0);
     match codec {
         Codec::Gzip => {
             let mut encoder = GzEncoder::new(&mut counter, Compression::default());
-            for chunk in chunks {
-                encoder.write_all(&chunk)?;
+            for queued in chunks {
+                encoder.write_all(&queued.chunk)?;
             }
             encoder.finish()?;
         }
         Codec::Zstd => {
             let mut encoder = zstd::stream::write::Encoder::new(&mut counter, ZSTD_LEVEL)?;
-            for chunk in chunks {
-                encoder.write_all(&chunk)?;
+            for queued in chunks {
+                encoder.write_all(&queued.chunk)?;
             }
             encoder.finish()?;
         }
