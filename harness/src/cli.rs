@@ -255,6 +255,21 @@ async fn versus_skopeo(image: &str, repeat: usize, json: bool) -> anyhow::Result
         println!("{}", serde_json::to_string_pretty(&outcome)?);
         return Ok(EXIT_OK);
     }
+    println!("{image} ({})", format_bytes(outcome.size_bytes));
+    println!("{}", timing_table(&outcome));
+    let verdict = if outcome.skopeo_over_analyze > 1.0 {
+        "analyze is faster"
+    } else {
+        "skopeo is faster"
+    };
+    println!(
+        "skopeo median / analyze median = {:.2} ({verdict})",
+        outcome.skopeo_over_analyze
+    );
+    Ok(EXIT_OK)
+}
+
+fn timing_table(outcome: &analyze::versus::VersusSkopeo) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED);
     table.set_header(["command", "runs", "min", "median", "max"]);
@@ -262,24 +277,15 @@ async fn versus_skopeo(image: &str, repeat: usize, json: bool) -> anyhow::Result
         ("fleetbench analyze", &outcome.analyze),
         ("skopeo copy docker-daemon: oci:", &outcome.skopeo),
     ];
+    let duration = |ms| Cell::new(format_duration_ms(ms)).set_alignment(CellAlignment::Right);
     for (command, timing) in rows {
         table.add_row(vec![
             Cell::new(command),
             Cell::new(timing.runs_ms.len()).set_alignment(CellAlignment::Right),
-            Cell::new(format_duration_ms(timing.min_ms)).set_alignment(CellAlignment::Right),
-            Cell::new(format_duration_ms(timing.median_ms)).set_alignment(CellAlignment::Right),
-            Cell::new(format_duration_ms(timing.max_ms)).set_alignment(CellAlignment::Right),
+            duration(timing.min_ms),
+            duration(timing.median_ms),
+            duration(timing.max_ms),
         ]);
     }
-    println!("{image} ({})\n{table}", format_bytes(outcome.size_bytes));
-    println!(
-        "skopeo median / analyze median = {:.2} ({})",
-        outcome.skopeo_over_analyze,
-        if outcome.skopeo_over_analyze > 1.0 {
-            "analyze is faster"
-        } else {
-            "skopeo is faster"
-        }
-    );
-    Ok(EXIT_OK)
+    table
 }
