@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
+use crate::analyze;
 use crate::bootstrap::{self, Action, Bootstrap, ImageOutcome};
 use crate::config::{FleetConfig, ImageSource};
 use crate::docker::Engine;
+use crate::progress::Step;
 use crate::telemetry;
 use crate::units::{format_bytes, format_duration_ms};
 
@@ -64,7 +66,7 @@ pub enum Command {
     /// Build the packaging strategies' images and time the builds.
     Build,
     /// Analyse images and fleets: sizes, layers, sharing, waste.
-    Analyze,
+    Analyze(AnalyzeArgs),
     /// Run the fleet of a strategy against the broker and PostgreSQL.
     Run,
     /// Bootstrap, build, analyse, run and report in one command.
@@ -107,8 +109,47 @@ pub struct GenerateArgs {
     pub anomalies_out: PathBuf,
 }
 
+/// Arguments of `fleetbench analyze`.
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// The fleet's images: engine references, docker-archive tarballs or OCI
+    /// layout directories (force one with `docker-daemon:`,
+    /// `docker-archive:` or `oci:`).
+    #[arg(id = "image", value_name = "IMAGE")]
+    pub images: Vec<String>,
+
+    /// Cost a node that runs only these images (comma-separated; repeatable).
+    #[arg(long, value_name = "IMAGE,IMAGE")]
+    pub subset: Vec<String>,
+
+    /// Images a node holds before a change (for the bytes to pull).
+    #[arg(long, num_args = 1.., value_name = "IMAGE", requires = "after")]
+    pub before: Vec<String>,
+
+    /// Images the node runs after the change.
+    #[arg(long, num_args = 1.., value_name = "IMAGE", requires = "before")]
+    pub after: Vec<String>,
+
+    /// Rows kept in lists (largest files, wasted files, duplicates).
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+
+    /// Time the analysis of this engine image against `skopeo copy
+    /// docker-daemon:IMAGE oci:DIR`, side by side.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["image", "before", "after", "subset"])]
+    pub versus_skopeo: Option<String>,
+
+    /// Runs of each command for `--versus-skopeo`.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    // `analyze` works on any images, so it needs no fleet file.
+    if let Command::Analyze(args) = &cli.command {
+        return analyze_command(args, cli.json).await;
+    }
     let mut config = FleetConfig::load(&cli.config)?;
     if let Some(source) = cli.images {
         config.images.set_all(source);
@@ -117,7 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bootstrap(args) => bootstrap(&config, &args, cli.json).await,
         Command::Generate(args) => generate(&args),
         Command::Build => not_built("build", 4),
-        Command::Analyze => not_built("analyze", 5),
+        Command::Analyze(args) => analyze_command(&args, cli.json).await,
         Command::Run => not_built("run", 6),
         Command::Bench => not_built("bench", 7),
         Command::Report => not_built("report", 7),
@@ -219,4 +260,75 @@ fn bootstrap_table(outcomes: &[ImageOutcome]) -> Table {
         ]);
     }
     table
+}
+
+async fn analyze_command(args: &AnalyzeArgs, json: bool) -> anyhow::Result<i32> {
+    if let Some(image) = &args.versus_skopeo {
+        return versus_skopeo(image, args.repeat, json).await;
+    }
+    let request = analyze::report::ReportRequest::from_args(
+        &args.images,
+        &args.subset,
+        &args.before,
+        &args.after,
+        args.top,
+    );
+    if request.fleet.is_empty() {
+        anyhow::bail!("analyze: name at least one image (or --before and --after)");
+    }
+    let mut analyzer = analyze::Analyzer::new(args.top);
+    let mut images = Vec::new();
+    for argument in request.all_images() {
+        let step = Step::start(format!("analysing {argument}"));
+        images.extend(analyzer.analyze(&argument).await?);
+        step.finish();
+    }
+    let report = analyze::AnalyzeReport::build(images, &request)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for (title, table) in report.tables(args.top) {
+            println!("{title}\n{table}\n");
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+async fn versus_skopeo(image: &str, repeat: usize, json: bool) -> anyhow::Result<i32> {
+    let engine = Engine::connect().await?;
+    let step = Step::start(format!("timing analyze and skopeo copy of {image}"));
+    let outcome =
+        analyze::versus::versus_skopeo(&engine, image, repeat, |run| step.update(run)).await?;
+    step.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(EXIT_OK);
+    }
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["command", "runs", "min", "median", "max"]);
+    let rows = [
+        ("fleetbench analyze", &outcome.analyze),
+        ("skopeo copy docker-daemon: oci:", &outcome.skopeo),
+    ];
+    for (command, timing) in rows {
+        table.add_row(vec![
+            Cell::new(command),
+            Cell::new(timing.runs_ms.len()).set_alignment(CellAlignment::Right),
+            Cell::new(format_duration_ms(timing.min_ms)).set_alignment(CellAlignment::Right),
+            Cell::new(format_duration_ms(timing.median_ms)).set_alignment(CellAlignment::Right),
+            Cell::new(format_duration_ms(timing.max_ms)).set_alignment(CellAlignment::Right),
+        ]);
+    }
+    println!("{image} ({})\n{table}", format_bytes(outcome.size_bytes));
+    println!(
+        "skopeo median / analyze median = {:.2} ({})",
+        outcome.skopeo_over_analyze,
+        if outcome.skopeo_over_analyze > 1.0 {
+            "analyze is faster"
+        } else {
+            "skopeo is faster"
+        }
+    );
+    Ok(EXIT_OK)
 }

@@ -4,6 +4,7 @@
 //!
 //! The binary is a thin layer over these modules; each owns one concern.
 
+pub mod analyze;
 pub mod bootstrap;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,150 @@
+//! Image and fleet analysis (`fleetbench analyze`): reads images from the
+//! Docker Engine, a docker-archive tarball or an OCI image layout, reads every
+//! layer once, and derives the numbers DESIGN.md defines: size, compressed
+//! size, waste, sharing, duplicates, node cost and pull cost.
+//!
+//! Reading is kept apart from arithmetic: [`layer`] measures one layer tar,
+//! [`archive`] finds images and layers in an archive, [`source`] gets
+//! archives from the engine or the disk, [`image`] and [`fleet`] compute,
+//! [`report`] is the versioned JSON schema and the tables, and [`versus`]
+//! times the analysis against `skopeo copy`.
+//!
+//! Known limits: sizes are those of the layer tars as the engine exports
+//! them, headers and padding included, so they exceed the content bytes that
+//! `docker image inspect` sums; gzip sizes come from zlib-rs at level 6,
+//! which differs from Go's `compress/gzip` (what `docker push` uses) by well
+//! under a percent; an index with several platforms yields one image each.
+
+pub mod archive;
+pub mod fleet;
+pub mod image;
+pub mod layer;
+pub mod report;
+pub mod source;
+pub mod versus;
+
+use std::path::PathBuf;
+
+pub use fleet::{node_cost, pull_after_change, FleetAnalysis, NodeCost, PullCost};
+pub use image::ImageAnalysis;
+pub use report::{AnalyzeReport, SCHEMA_VERSION};
+pub use source::ImageSpec;
+
+use crate::docker::{DockerError, Engine};
+
+/// Errors while analysing images.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    /// An archive, or an object inside it, is cut off, corrupted or not what
+    /// it claims to be.
+    #[error("reading {origin}: {object}: {problem}")]
+    Read {
+        /// The archive (`docker-archive /x/y.tar`).
+        origin: String,
+        /// The object inside it (`layer abc/layer.tar`).
+        object: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The engine could not export an image.
+    #[error("exporting image '{image}' from the Docker Engine at {endpoint}: {source}")]
+    Export {
+        /// The image reference.
+        image: String,
+        /// The engine's endpoint.
+        endpoint: String,
+        /// The client's error.
+        source: bollard::errors::Error,
+    },
+    /// An engine image was asked for without an engine.
+    #[error(
+        "analysing image '{image}': it is not a file or directory, and no Docker Engine was given"
+    )]
+    NoEngine {
+        /// The image reference.
+        image: String,
+    },
+    /// Connecting to the engine failed.
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    /// A local file could not be used.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was being done.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An external program (skopeo) failed.
+    #[error("running {command}: {problem}")]
+    Tool {
+        /// The command line.
+        command: String,
+        /// What went wrong, with its output.
+        problem: String,
+    },
+    /// A name given to `--subset`, `--before` or `--after` is not analysed.
+    #[error("{option}: no image '{name}' among the analysed images ({known})")]
+    UnknownImage {
+        /// The option.
+        option: &'static str,
+        /// The name given.
+        name: String,
+        /// The names that exist.
+        known: String,
+    },
+    /// A worker thread failed in a way that is a bug.
+    #[error("analysing images: {0}")]
+    Internal(String),
+}
+
+/// Reads images named on the command line, connecting to the engine only
+/// when one of them lives there; lists keep the `top` biggest entries.
+pub struct Analyzer {
+    engine: Option<Engine>,
+    top: usize,
+}
+
+impl Analyzer {
+    /// An analyzer that will connect to the engine on first need.
+    pub fn new(top: usize) -> Self {
+        Self { engine: None, top }
+    }
+
+    /// An analyzer with an engine already connected.
+    pub fn with_engine(engine: Engine, top: usize) -> Self {
+        Self {
+            engine: Some(engine),
+            top,
+        }
+    }
+
+    /// Analyses every image `argument` names (an archive may hold several;
+    /// they are named by their tag, or `argument#n`).
+    pub async fn analyze(&mut self, argument: &str) -> Result<Vec<ImageAnalysis>, AnalyzeError> {
+        let spec = ImageSpec::parse(argument);
+        if spec.needs_engine() && self.engine.is_none() {
+            self.engine = Some(Engine::connect().await?);
+        }
+        let found = spec.load(self.engine.as_ref()).await?;
+        let single = found.len() == 1;
+        let images = found
+            .into_iter()
+            .enumerate()
+            .map(|(index, found)| {
+                let name = match (&found.name, single) {
+                    (_, true) => argument.to_string(),
+                    (Some(name), false) => name.clone(),
+                    (None, false) => format!("{argument}#{}", index + 1),
+                };
+                ImageAnalysis::new(name, found, self.top)
+            })
+            .collect::<Vec<_>>();
+        for image in &images {
+            tracing::info!(image = %image.name, size_bytes = image.size_bytes, layers = image.layers.len(), "analysed image");
+        }
+        Ok(images)
+    }
+}
