@@ -278,6 +278,7 @@ impl<'a> Bootstrap<'a> {
 
         let recipe = self.recipe(role, hashes)?;
         let hash = recipe.hash();
+        let existing = self.engine.image_facts(&image).await?;
         if !self.only.is_empty() && !self.only.contains(&role) {
             return Ok(ImageOutcome {
                 role,
@@ -285,12 +286,11 @@ impl<'a> Bootstrap<'a> {
                 action: Action::NotSelected,
                 reason: "not selected by --only".into(),
                 recipe_hash: hash,
-                image_id: None,
-                size_bytes: None,
+                image_id: existing.as_ref().map(|f| f.id.clone()),
+                size_bytes: existing.map(|f| f.size_bytes),
                 elapsed_ms: 0,
             });
         }
-        let existing = self.engine.image_facts(&image).await?;
         let present_hash = existing
             .as_ref()
             .and_then(|facts| facts.labels.get(RECIPE_LABEL).cloned());

@@ -11,6 +11,7 @@ use crate::bootstrap::{self, Action, Bootstrap, ImageOutcome};
 use crate::config::{FleetConfig, ImageSource};
 use crate::docker::Engine;
 use crate::progress::Step;
+use crate::telemetry;
 use crate::units::{format_bytes, format_duration_ms};
 
 /// Exit code of a successful run.
@@ -60,6 +61,8 @@ pub struct Cli {
 pub enum Command {
     /// Build the base, builder, broker and PostgreSQL images without a registry.
     Bootstrap(BootstrapArgs),
+    /// Write the deterministic telemetry fixture and its injected anomalies.
+    Generate(GenerateArgs),
     /// Build the packaging strategies' images and time the builds.
     Build,
     /// Analyse images and fleets: sizes, layers, sharing, waste.
@@ -88,6 +91,22 @@ pub struct BootstrapArgs {
     /// Directory for the logs of debootstrap, cargo and docker build.
     #[arg(long, default_value = "target/fleetbench/logs/bootstrap")]
     pub logs: PathBuf,
+}
+
+/// Arguments of `fleetbench generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Generator settings (seed, series, duration, anomalies).
+    #[arg(long, default_value = "fixtures/generator.toml")]
+    pub settings: PathBuf,
+
+    /// Where the events go, as JSON lines.
+    #[arg(long, default_value = "fixtures/telemetry.jsonl")]
+    pub out: PathBuf,
+
+    /// Where the list of injected anomalies goes, as JSON.
+    #[arg(long, default_value = "fixtures/expected/anomalies.json")]
+    pub anomalies_out: PathBuf,
 }
 
 /// Arguments of `fleetbench analyze`.
@@ -137,6 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     }
     match cli.command {
         Command::Bootstrap(args) => bootstrap(&config, &args, cli.json).await,
+        Command::Generate(args) => generate(&args),
         Command::Build => not_built("build", 4),
         Command::Analyze(args) => analyze_command(&args, cli.json).await,
         Command::Run => not_built("run", 6),
@@ -144,6 +164,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Report => not_built("report", 7),
         Command::Gate => not_built("gate", 7),
     }
+}
+
+fn generate(args: &GenerateArgs) -> anyhow::Result<i32> {
+    let settings = telemetry::GeneratorSettings::load(&args.settings)?;
+    let generated = telemetry::generate(&settings);
+    let write = |path: &PathBuf, text: String| -> anyhow::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| anyhow::anyhow!("creating directory {}: {e}", dir.display()))?;
+        }
+        std::fs::write(path, text).map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+    };
+    write(&args.out, telemetry::to_json_lines(&generated.events))?;
+    write(
+        &args.anomalies_out,
+        serde_json::to_string_pretty(&generated.anomalies)? + "\n",
+    )?;
+    println!(
+        "{} events ({} series) to {}, {} injected anomalies to {}",
+        generated.events.len(),
+        settings.sites.len()
+            * settings.services.len()
+            * settings.entities_per_service as usize
+            * settings.metrics.len(),
+        args.out.display(),
+        generated.anomalies.len(),
+        args.anomalies_out.display()
+    );
+    Ok(EXIT_OK)
 }
 
 fn not_built(command: &str, issue: u32) -> anyhow::Result<i32> {

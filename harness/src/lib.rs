@@ -12,4 +12,5 @@ pub mod context;
 pub mod docker;
 pub mod progress;
 pub mod services;
+pub mod telemetry;
 pub mod units;

@@ -22,8 +22,8 @@ pub struct KafkaOpError {
     pub operation: String,
     /// The bootstrap servers.
     pub brokers: String,
-    /// rdkafka's error.
-    pub source: KafkaError,
+    /// rdkafka's error (boxed: it is large, and errors travel in results).
+    pub source: Box<KafkaError>,
 }
 
 fn op_error(
@@ -35,7 +35,7 @@ fn op_error(
     move |source| KafkaOpError {
         operation,
         brokers,
-        source,
+        source: Box::new(source),
     }
 }
 

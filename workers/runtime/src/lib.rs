@@ -14,6 +14,7 @@
 pub mod config;
 pub mod db;
 pub mod dlq;
+pub mod events;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,111 @@
+//! The events on the fleet's topics, as JSON. Every event carries the id
+//! its consumers key their writes by, so a replayed event overwrites
+//! nothing and adds nothing.
+
+use serde::{Deserialize, Serialize};
+
+/// Topic of raw telemetry, as devices and agents send it.
+pub const TELEMETRY_RAW: &str = "telemetry.raw";
+/// Topic of validated telemetry in canonical units.
+pub const TELEMETRY_NORMALIZED: &str = "telemetry.normalized";
+/// Topic of closed KPI windows.
+pub const KPI_WINDOWS: &str = "kpi.windows";
+/// Topic of detected anomalies.
+pub const ANOMALIES: &str = "anomalies";
+/// Topic of forecasts that predict a capacity breach.
+pub const FORECASTS: &str = "forecasts";
+/// Topic of raised alerts.
+pub const ALERTS: &str = "alerts";
+/// Topic of alert notifications for people.
+pub const ALERT_NOTIFICATIONS: &str = "alerts.notifications";
+
+/// One raw measurement from an agent, in whatever unit the agent uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// Unique id of the measurement, set by the agent.
+    pub event_id: String,
+    /// Event time, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Host or instance measured.
+    pub entity: String,
+    /// Data centre or region of the entity.
+    pub site: String,
+    /// Service the entity belongs to.
+    pub service: String,
+    /// What was measured: `latency`, `cpu`, `memory`, `requests`.
+    pub metric: String,
+    /// The measured value, in `unit`.
+    pub value: f64,
+    /// Unit of `value`: `ms`, `s`, `us`, `percent`, `ratio`, `bytes`, `KiB`, `MiB`, `count`.
+    pub unit: String,
+    /// Whether the measured operation failed.
+    #[serde(default)]
+    pub error: bool,
+}
+
+/// A validated measurement in the canonical unit of its metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The raw event's id.
+    pub event_id: String,
+    /// Event time, milliseconds since the Unix epoch.
+    pub ts_ms: i64,
+    /// Host or instance measured.
+    pub entity: String,
+    /// Data centre or region.
+    pub site: String,
+    /// Service.
+    pub service: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value in `unit`.
+    pub value: f64,
+    /// Canonical unit: `ms`, `percent`, `bytes` or `count`.
+    pub unit: String,
+    /// Whether the measured operation failed.
+    pub error: bool,
+}
+
+/// Aggregates of one metric of one entity over one event-time window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KpiWindow {
+    /// `entity|metric|window_start_ms`: the same window always has the same id.
+    pub window_id: String,
+    /// Host or instance.
+    pub entity: String,
+    /// Data centre or region.
+    pub site: String,
+    /// Service.
+    pub service: String,
+    /// Metric name.
+    pub metric: String,
+    /// Window start, inclusive, ms since the epoch.
+    pub window_start_ms: i64,
+    /// Window end, exclusive, ms since the epoch.
+    pub window_end_ms: i64,
+    /// Measurements in the window.
+    pub count: i64,
+    /// Mean value.
+    pub mean: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// 95th percentile (nearest rank).
+    pub p95: f64,
+    /// Share of measurements flagged as errors.
+    pub error_rate: f64,
+}
+
+impl KpiWindow {
+    /// The id of the window of `entity` and `metric` starting at `start_ms`.
+    pub fn id_for(entity: &str, metric: &str, start_ms: i64) -> String {
+        format!("{entity}|{metric}|{start_ms}")
+    }
+
+    /// The series this window belongs to: `entity|metric`.
+    pub fn series_key(&self) -> String {
+        format!("{}|{}", self.entity, self.metric)
+    }
+}
