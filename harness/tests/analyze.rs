@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bollard::query_parameters::RemoveImageOptionsBuilder;
 use fleetbench::analyze::image::{ImageFile, WasteReason};
+use fleetbench::analyze::layer::GZIP_BLOCK_BYTES;
 use fleetbench::analyze::{
     node_cost, pull_after_change, Analyzer, FleetAnalysis, ImageAnalysis, ImageSpec,
 };
@@ -181,10 +182,33 @@ fn layer_tars(archive: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// Length of the gzip stream made of `bytes` deflated in independent blocks
+/// of [`GZIP_BLOCK_BYTES`] (each ending in a sync flush, then an empty final
+/// block), after checking that the stream is valid gzip of `bytes`.
 fn gzip_len(bytes: &[u8]) -> u64 {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap().len() as u64
+    use flate2::{write::DeflateEncoder, Compression};
+    let mut stream = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    for block in bytes.chunks(GZIP_BLOCK_BYTES) {
+        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::default());
+        encoder.write_all(block).unwrap();
+        encoder.flush().unwrap();
+        stream.extend_from_slice(encoder.get_ref());
+    }
+    let final_block = DeflateEncoder::new(Vec::new(), Compression::default()).finish();
+    stream.extend_from_slice(&final_block.unwrap());
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    stream.extend_from_slice(&crc.sum().to_le_bytes());
+    stream.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+
+    let mut decoded = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&stream[..]), &mut decoded)
+        .unwrap();
+    assert!(
+        decoded == bytes,
+        "the block gzip stream decodes to the layer"
+    );
+    stream.len() as u64
 }
 
 fn zstd_len(bytes: &[u8]) -> u64 {
@@ -209,7 +233,7 @@ fn fleetbench(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_layer_of_random_bytes_measures_exactly_what_its_tar_holds() {
-    const RANDOM_BYTES: usize = 1_000_003;
+    const RANDOM_BYTES: usize = 3_000_017;
     let mut images = TestImages::new().await;
     let random = images.unique_bytes(RANDOM_BYTES);
     let tag = images

@@ -4,11 +4,12 @@
 //! whiteouts, all while the bytes stream past.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use flate2::{bufread::MultiGzDecoder, write::GzEncoder, Compression};
+use flate2::{bufread::MultiGzDecoder, write::DeflateEncoder, Compression};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -20,6 +21,13 @@ const CHUNK_BYTES: usize = 1 << 20;
 /// into the next layer while gzip finishes this one, bounded so a big image
 /// is never held in memory.
 const QUEUED_BYTES: u64 = 1 << 30;
+/// Layer bytes per gzip block: as pgzip (which skopeo and podman push with)
+/// does, blocks are deflated independently, each ending in a sync flush, so
+/// one layer's gzip runs on every core and the blocks still form one valid
+/// gzip stream.
+pub const GZIP_BLOCK_BYTES: usize = 1 << 20;
+/// Bytes of a gzip header without name or comment, and of its trailer.
+const GZIP_HEADER_AND_TRAILER_BYTES: u64 = 10 + 8;
 /// The zstd level used to measure zstd sizes (zstd's own default).
 pub const ZSTD_LEVEL: i32 = zstd::DEFAULT_COMPRESSION_LEVEL;
 /// Prefix of a whiteout entry, which deletes the named path of lower layers.
@@ -35,7 +43,8 @@ pub struct LayerScan {
     pub diff_id: String,
     /// Bytes of the uncompressed layer tar.
     pub size_bytes: u64,
-    /// Bytes of the layer tar gzip-compressed at the default level.
+    /// Bytes of the layer tar gzip-compressed at the default level, in
+    /// blocks of [`GZIP_BLOCK_BYTES`].
     pub gzip_bytes: u64,
     /// Bytes of the layer tar zstd-compressed at [`ZSTD_LEVEL`].
     pub zstd_bytes: u64,
@@ -101,8 +110,8 @@ impl PendingScan {
             gzip,
             zstd,
         } = self;
-        scan.gzip_bytes = join(gzip)?;
-        scan.zstd_bytes = join(zstd)?;
+        scan.gzip_bytes = join_spawned(gzip)?;
+        scan.zstd_bytes = join_spawned(zstd)?;
         Ok(scan)
     }
 }
@@ -113,8 +122,8 @@ pub fn start_scan(blob: impl Read) -> io::Result<PendingScan> {
     let decoded = decode(blob)?;
     let (gzip_chunks, gzip_rx) = channel();
     let (zstd_chunks, zstd_rx) = channel();
-    let gzip = std::thread::spawn(move || compressed_bytes(gzip_rx, Codec::Gzip));
-    let zstd = std::thread::spawn(move || compressed_bytes(zstd_rx, Codec::Zstd));
+    let gzip = std::thread::spawn(move || gzip_bytes(gzip_rx));
+    let zstd = std::thread::spawn(move || zstd_bytes(zstd_rx));
 
     let tee = Tee {
         inner: decoded,
@@ -150,7 +159,13 @@ pub fn start_scan(blob: impl Read) -> io::Result<PendingScan> {
     Ok(PendingScan { scan, gzip, zstd })
 }
 
-fn join(handle: JoinHandle<io::Result<u64>>) -> io::Result<u64> {
+fn join<T>(handle: std::thread::ScopedJoinHandle<'_, io::Result<T>>) -> io::Result<T> {
+    handle
+        .join()
+        .map_err(|_| io::Error::other("a compressor thread panicked"))?
+}
+
+fn join_spawned(handle: JoinHandle<io::Result<u64>>) -> io::Result<u64> {
     handle
         .join()
         .map_err(|_| io::Error::other("a compressor thread panicked"))?
@@ -243,31 +258,68 @@ impl<R: Read> Read for Tee<R> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Codec {
-    Gzip,
-    Zstd,
+/// Deflates the stream in blocks on every core; returns the length of the
+/// gzip stream they make.
+fn gzip_bytes(chunks: Receiver<Queued>) -> io::Result<u64> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (blocks, block_rx) = sync_channel::<Vec<u8>>(workers * 2);
+    let block_rx = Mutex::new(block_rx);
+    let deflated_bytes = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        let deflaters: Vec<_> = (0..workers)
+            .map(|_| scope.spawn(|| deflate_blocks(&block_rx, &deflated_bytes)))
+            .collect();
+        let mut block = Vec::with_capacity(GZIP_BLOCK_BYTES);
+        for queued in chunks {
+            let mut rest = &queued.chunk[..];
+            while !rest.is_empty() {
+                let take = (GZIP_BLOCK_BYTES - block.len()).min(rest.len());
+                block.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if block.len() == GZIP_BLOCK_BYTES {
+                    let full = std::mem::replace(&mut block, Vec::with_capacity(GZIP_BLOCK_BYTES));
+                    send_block(&blocks, full)?;
+                }
+            }
+        }
+        if !block.is_empty() {
+            send_block(&blocks, block)?;
+        }
+        drop(blocks);
+        deflaters.into_iter().try_for_each(join)
+    })?;
+    let final_block = DeflateEncoder::new(ByteCounter(0), Compression::default()).finish()?;
+    Ok(GZIP_HEADER_AND_TRAILER_BYTES + deflated_bytes.into_inner() + final_block.0)
 }
 
-/// Compresses every chunk received and returns the compressed length.
-fn compressed_bytes(chunks: Receiver<Queued>, codec: Codec) -> io::Result<u64> {
-    let mut counter = ByteCounter(0);
-    match codec {
-        Codec::Gzip => {
-            let mut encoder = GzEncoder::new(&mut counter, Compression::default());
-            for queued in chunks {
-                encoder.write_all(&queued.chunk)?;
-            }
-            encoder.finish()?;
-        }
-        Codec::Zstd => {
-            let mut encoder = zstd::stream::write::Encoder::new(&mut counter, ZSTD_LEVEL)?;
-            for queued in chunks {
-                encoder.write_all(&queued.chunk)?;
-            }
-            encoder.finish()?;
-        }
+fn send_block(blocks: &std::sync::mpsc::SyncSender<Vec<u8>>, block: Vec<u8>) -> io::Result<()> {
+    blocks
+        .send(block)
+        .map_err(|_| io::Error::other("the gzip workers stopped early"))
+}
+
+/// Deflates blocks until there are no more, adding up their lengths.
+fn deflate_blocks(blocks: &Mutex<Receiver<Vec<u8>>>, deflated_bytes: &AtomicU64) -> io::Result<()> {
+    loop {
+        let next = blocks.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(block) = next else {
+            return Ok(());
+        };
+        let mut encoder = DeflateEncoder::new(ByteCounter(0), Compression::default());
+        encoder.write_all(&block)?;
+        encoder.flush()?;
+        deflated_bytes.fetch_add(encoder.get_ref().0, Ordering::Relaxed);
     }
+}
+
+/// Compresses the stream with zstd; returns the compressed length.
+fn zstd_bytes(chunks: Receiver<Queued>) -> io::Result<u64> {
+    let mut counter = ByteCounter(0);
+    let mut encoder = zstd::stream::write::Encoder::new(&mut counter, ZSTD_LEVEL)?;
+    for queued in chunks {
+        encoder.write_all(&queued.chunk)?;
+    }
+    encoder.finish()?;
     Ok(counter.0)
 }
 
@@ -457,9 +509,12 @@ mod tests {
             scan.diff_id,
             format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
         );
-        let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
-        gzip.write_all(&tar).unwrap();
-        assert_eq!(scan.gzip_bytes, gzip.finish().unwrap().len() as u64);
+        let mut deflate = DeflateEncoder::new(Vec::new(), Compression::default());
+        deflate.write_all(&tar).unwrap();
+        deflate.flush().unwrap();
+        let final_block = DeflateEncoder::new(Vec::new(), Compression::default()).finish();
+        let expected = 18 + deflate.get_ref().len() + final_block.unwrap().len();
+        assert_eq!(scan.gzip_bytes, expected as u64);
         let zstd = zstd::encode_all(&tar[..], ZSTD_LEVEL).unwrap();
         assert_eq!(scan.zstd_bytes, zstd.len() as u64);
         assert_eq!(scan.file_count, 1);
@@ -477,7 +532,7 @@ mod tests {
     #[test]
     fn a_gzip_compressed_blob_is_measured_uncompressed() {
         let tar = tar_of(&[("x", &[7u8; 3000])]);
-        let mut gzip = GzEncoder::new(Vec::new(), Compression::fast());
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
         gzip.write_all(&tar).unwrap();
         let scan = scan_layer(&gzip.finish().unwrap()[..]).unwrap();
         assert_eq!(scan.size_bytes, tar.len() as u64);
