@@ -1,7 +1,10 @@
 -- The fleet's schema: every table a worker writes, keyed so that a replayed
 -- batch writes the same rows again instead of new ones (idempotent writes).
 
--- data-ingestor: validated, unit-normalised telemetry.
+-- data-ingestor: validated, unit-normalised telemetry. `published` is the
+-- outbox flag: set once the row's event is acknowledged on
+-- telemetry.normalized, so a replay republishes exactly the rows a crash
+-- left unpublished, and an agent's resent event is dropped.
 CREATE TABLE measurements (
     event_id    TEXT PRIMARY KEY,
     entity      TEXT NOT NULL,
@@ -12,7 +15,8 @@ CREATE TABLE measurements (
     value       DOUBLE PRECISION NOT NULL,
     is_error    BOOLEAN NOT NULL,
     event_time  TIMESTAMPTZ NOT NULL,
-    ingested_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    ingested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    published   BOOLEAN NOT NULL DEFAULT false
 );
 CREATE INDEX measurements_event_time ON measurements (event_time);
 

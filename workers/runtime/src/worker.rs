@@ -82,6 +82,15 @@ pub trait Processor: Send + 'static {
         events: Vec<Self::Event>,
         tx: &mut PgConnection,
     ) -> impl Future<Output = Result<Vec<Output>, sqlx::Error>> + Send;
+
+    /// Called once the outputs of the last `process` are acknowledged and
+    /// before the offsets are committed: the place to mark an outbox.
+    fn published(
+        &mut self,
+        _pool: &PgPool,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// Why a worker stopped with an error.
@@ -153,6 +162,34 @@ pub async fn run<P: Processor>(
     ctx.metrics.set_ready(false);
     info!(worker = name, "stopped after committing its last batch");
     Ok(())
+}
+
+/// Runs `processor` as this process's worker: configuration from the
+/// environment, logging, SIGTERM and SIGINT. Returns the exit code: 0 after
+/// a clean stop, 2 for a configuration error, 1 for any other error.
+pub async fn run_process<P: Processor>(processor: P) -> i32 {
+    let name = processor.name();
+    let config = match RuntimeConfig::from_env(name) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return 2;
+        }
+    };
+    crate::logging::init(config.log_format);
+    let (trigger, listener) = crate::shutdown::channel();
+    trigger.on_signals();
+    match run(processor, config, listener).await {
+        Ok(()) => 0,
+        Err(error) => {
+            tracing::error!(worker = name, %error, "stopped");
+            if matches!(error, RuntimeError::Config(_)) {
+                2
+            } else {
+                1
+            }
+        }
+    }
 }
 
 async fn start<P: Processor>(
@@ -236,6 +273,10 @@ async fn try_batch<P: Processor>(
         Err(_) => isolate(ctx, processor, batch, &mut letters).await?,
     };
     publish(ctx, &outputs).await?;
+    processor
+        .published(&ctx.pool)
+        .await
+        .map_err(|e| format!("marking outputs published: {e}"))?;
     publish_dead_letters(ctx, &letters).await?;
     kafka::commit(&ctx.consumer, batch).map_err(|e| format!("committing offsets: {e}"))
 }

@@ -1,0 +1,9 @@
+//! The data-ingestor process: the shared worker loop until SIGTERM or
+//! SIGINT. Exit 0 after a clean stop, 2 on a configuration error, 1 on any
+//! other error.
+
+#[tokio::main]
+async fn main() {
+    let code = fleet_runtime::run_process(data_ingestor::Ingestor::default()).await;
+    std::process::exit(code);
+}
