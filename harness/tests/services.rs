@@ -10,7 +10,7 @@ use fleetbench::docker::Engine;
 use fleetbench::services::{Broker, Placement, Postgres};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 
 fn config() -> FleetConfig {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fleetbench.toml");
@@ -91,22 +91,9 @@ async fn consume_keys(consumer: &StreamConsumer, count: usize, commit_every: usi
     keys
 }
 
-fn committed_total(consumer: &StreamConsumer, topic: &str, partitions: i32) -> i64 {
-    let mut list = TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .expect("committed offsets are read");
-    committed
-        .elements()
-        .iter()
-        .map(|element| match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => 0,
-        })
-        .sum()
+fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> i64 {
+    fleet_runtime::kafka::committed_total(&broker.bootstrap_servers, group, topic, partitions)
+        .expect("committed offsets are read")
 }
 
 fn assert_each_key_once(keys: &[String], expected: usize) {
@@ -133,7 +120,7 @@ async fn ten_thousand_keyed_messages_come_back_through_a_consumer_group() {
     let keys = consume_keys(&consumer, 10_000, 500).await;
 
     assert_each_key_once(&keys, 10_000);
-    assert_eq!(committed_total(&consumer, topic, 3), 10_000);
+    assert_eq!(committed(&broker, "services-keyed", topic, 3), 10_000);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -160,7 +147,7 @@ async fn a_restarted_consumer_resumes_after_its_last_committed_offset() {
 
     keys.extend(rest);
     assert_each_key_once(&keys, 1_000);
-    assert_eq!(committed_total(&second, topic, 2), 1_000);
+    assert_eq!(committed(&broker, "services-resume", topic, 2), 1_000);
 }
 
 #[tokio::test(flavor = "multi_thread")]

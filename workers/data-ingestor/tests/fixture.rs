@@ -15,7 +15,7 @@ use fleetbench::docker::Engine;
 use fleetbench::services::{Broker, Placement, Postgres};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -73,31 +73,6 @@ async fn read(broker: &Broker, topic: &str, group: &str, idle: Duration) -> Vec<
     payloads
 }
 
-/// Offsets the group has committed on `telemetry.raw`, over its 3 partitions.
-fn committed(broker: &Broker, group: &str) -> i64 {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap_servers)
-        .set("group.id", group)
-        .create()
-        .expect("a consumer is created");
-    let mut list = TopicPartitionList::new();
-    for partition in 0..3 {
-        list.add_partition(TELEMETRY_RAW, partition);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .map(|list| {
-            list.elements()
-                .iter()
-                .map(|e| match e.offset() {
-                    Offset::Offset(o) => o,
-                    _ => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// Runs the ingestor in group `group` until it has committed `messages`
 /// offsets, then stops it as SIGTERM would.
 async fn ingest(broker: &Broker, postgres: &Postgres, group: &str, messages: i64) {
@@ -123,6 +98,12 @@ async fn ingest(broker: &Broker, postgres: &Postgres, group: &str, messages: i64
         messages,
         "offsets committed by {group}"
     );
+}
+
+/// Offsets the group has committed on `telemetry.raw`, over its 3 partitions.
+fn committed(broker: &Broker, group: &str) -> i64 {
+    fleet_runtime::kafka::committed_total(&broker.bootstrap_servers, group, TELEMETRY_RAW, 3)
+        .unwrap_or(0)
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {

@@ -160,6 +160,38 @@ pub fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) -> Result<(), K
     consumer.commit(&offsets_after(batch), CommitMode::Sync)
 }
 
+/// Offsets `group` has committed on partitions `0..partitions` of `topic`,
+/// added up (a partition with no commit counts 0); read with a client of
+/// its own that does not join the group.
+pub fn committed_total(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<i64, KafkaOpError> {
+    let operation = || format!("reading offsets committed by group '{group}' on '{topic}'");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .map_err(op_error(operation(), brokers))?;
+    let mut list = TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, Duration::from_secs(10))
+        .map_err(op_error(operation(), brokers))?;
+    Ok(committed
+        .elements()
+        .iter()
+        .map(|element| match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .sum())
+}
+
 /// Messages behind the high watermark over the assigned partitions.
 pub fn lag(consumer: &StreamConsumer) -> Result<i64, KafkaError> {
     let position = consumer.position()?;

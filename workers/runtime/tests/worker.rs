@@ -15,7 +15,7 @@ use fleetbench::services::{Broker, Placement, Postgres};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message};
 use serde::Deserialize;
 use sqlx::PgConnection;
 
@@ -190,28 +190,6 @@ async fn wait_for_rows(url: &str, expected: i64) {
     panic!("measurements never reached {expected} rows");
 }
 
-fn committed(broker: &Broker, group: &str) -> i64 {
-    // A fresh client per call: it reads what the group has committed now.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap_servers)
-        .set("group.id", group)
-        .create()
-        .expect("a consumer is created");
-    let mut list = TopicPartitionList::new();
-    list.add_partition("rt.in", 0);
-    list.add_partition("rt.in", 1);
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .expect("committed offsets are read")
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            Offset::Offset(o) => o,
-            _ => 0,
-        })
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn good_events_are_stored_and_published_and_poison_goes_to_the_dlq_with_its_reason() {
     let services = services().await;
@@ -296,4 +274,9 @@ async fn replaying_the_whole_input_writes_no_row_twice() {
         200,
         "at-least-once: the replay publishes again"
     );
+}
+
+fn committed(broker: &Broker, group: &str) -> i64 {
+    fleet_runtime::kafka::committed_total(&broker.bootstrap_servers, group, "rt.in", 2)
+        .expect("committed offsets are read")
 }
