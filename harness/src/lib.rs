@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod docker;
+pub mod feed;
 pub mod progress;
 pub mod services;
 pub mod telemetry;

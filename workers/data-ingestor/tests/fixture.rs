@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use data_ingestor::Ingestor;
 use fleet_runtime::events::{Measurement, RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
-use fleet_runtime::{shutdown, RuntimeConfig};
+use fleet_runtime::{run_until_committed, RuntimeConfig};
 use fleetbench::config::FleetConfig;
 use fleetbench::docker::Engine;
 use fleetbench::services::{Broker, Placement, Postgres};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Message};
 
 fn root() -> PathBuf {
@@ -27,29 +26,6 @@ fn fixture_lines() -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
-}
-
-async fn produce(broker: &Broker, lines: &[String]) {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap_servers)
-        .set("linger.ms", "5")
-        .create()
-        .expect("a producer is created");
-    let sends = lines.iter().enumerate().map(|(i, line)| {
-        let producer = producer.clone();
-        let key = format!("k{}", i % 12);
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(TELEMETRY_RAW).key(&key).payload(line),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e)
-                .expect("the broker acknowledges");
-        }
-    });
-    futures_util::future::join_all(sends).await;
 }
 
 async fn read(broker: &Broker, topic: &str, group: &str, idle: Duration) -> Vec<Vec<u8>> {
@@ -74,7 +50,7 @@ async fn read(broker: &Broker, topic: &str, group: &str, idle: Duration) -> Vec<
 }
 
 /// Runs the ingestor in group `group` until it has committed `messages`
-/// offsets, then stops it as SIGTERM would.
+/// offsets on `telemetry.raw`, then stops it as SIGTERM would.
 async fn ingest(broker: &Broker, postgres: &Postgres, group: &str, messages: i64) {
     let env = HashMap::from([
         ("KAFKA_BROKERS", broker.bootstrap_servers.clone()),
@@ -83,27 +59,18 @@ async fn ingest(broker: &Broker, postgres: &Postgres, group: &str, messages: i64
         ("KAFKA_GROUP_ID", group.to_string()),
     ]);
     let config = RuntimeConfig::from_lookup("data-ingestor", |k| env.get(k).cloned()).unwrap();
-    let (trigger, listener) = shutdown::channel();
-    let worker = tokio::spawn(fleet_runtime::run(Ingestor::default(), config, listener));
-    for _ in 0..1200 {
-        if committed(broker, group) >= messages {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    trigger.trip();
-    worker.await.unwrap().expect("the ingestor stops cleanly");
-    assert_eq!(
-        committed(broker, group),
+    let timeout = Duration::from_secs(120);
+    let committed = run_until_committed(
+        Ingestor::default(),
+        config,
+        TELEMETRY_RAW,
+        3,
         messages,
-        "offsets committed by {group}"
-    );
-}
-
-/// Offsets the group has committed on `telemetry.raw`, over its 3 partitions.
-fn committed(broker: &Broker, group: &str) -> i64 {
-    fleet_runtime::kafka::committed_total(&broker.bootstrap_servers, group, TELEMETRY_RAW, 3)
-        .unwrap_or(0)
+        timeout,
+    )
+    .await
+    .expect("the ingestor stops cleanly");
+    assert_eq!(committed, messages, "offsets committed by {group}");
 }
 
 async fn count(pool: &sqlx::PgPool, sql: &str) -> i64 {
@@ -129,7 +96,9 @@ async fn the_fixture_is_stored_and_published_once_in_canonical_units() {
         .collect();
     let poison = ["{\"event_id\":", "[]", "{\"event_id\":\"x\",\"ts_ms\":1,\"entity\":\"e\",\"site\":\"s\",\"service\":\"v\",\"metric\":\"cpu\",\"value\":1,\"unit\":\"percent\"}"];
     lines.extend(poison.iter().map(|p| p.to_string()));
-    produce(&broker, &lines).await;
+    fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
+        .await
+        .expect("the fixture is produced");
     let pool = sqlx::PgPool::connect(&postgres.url).await.unwrap();
 
     ingest(&broker, &postgres, "data-ingestor", lines.len() as i64).await;

@@ -34,9 +34,22 @@ CREATE TABLE kpi_windows (
     min          DOUBLE PRECISION NOT NULL,
     max          DOUBLE PRECISION NOT NULL,
     p95          DOUBLE PRECISION NOT NULL,
-    error_rate   DOUBLE PRECISION NOT NULL
+    error_rate   DOUBLE PRECISION NOT NULL,
+    published    BOOLEAN NOT NULL DEFAULT false
 );
 CREATE INDEX kpi_windows_series ON kpi_windows (entity, metric, window_start);
+CREATE INDEX kpi_windows_unpublished ON kpi_windows (window_id) WHERE NOT published;
+
+-- kpi-worker's progress per series: the latest event time seen and the
+-- end of the last closed window, advanced in the same transaction as the
+-- windows it closes.
+CREATE TABLE kpi_progress (
+    entity          TEXT NOT NULL,
+    metric          TEXT NOT NULL,
+    max_event_ms    BIGINT NOT NULL,
+    closed_until_ms BIGINT NOT NULL,
+    PRIMARY KEY (entity, metric)
+);
 
 -- model-trainer: per-series models, versioned.
 CREATE TABLE anomaly_models (

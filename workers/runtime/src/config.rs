@@ -86,9 +86,9 @@ impl RuntimeConfig {
             kafka_brokers,
             database_url,
             group_id: parsed("KAFKA_GROUP_ID", name)?,
-            partitions: number(&lookup, "KAFKA_PARTITIONS", 3, 1..=1024)?,
-            batch_max_events: number(&lookup, "BATCH_MAX_EVENTS", 500, 1..=100_000)?,
-            batch_max_wait: Duration::from_millis(number(
+            partitions: env_number(&lookup, "KAFKA_PARTITIONS", 3, 1..=1024)?,
+            batch_max_events: env_number(&lookup, "BATCH_MAX_EVENTS", 500, 1..=100_000)?,
+            batch_max_wait: Duration::from_millis(env_number(
                 &lookup,
                 "BATCH_MAX_WAIT_MS",
                 200,
@@ -100,7 +100,7 @@ impl RuntimeConfig {
                     variable: "METRICS_ADDR",
                     problem: format!("not an address like 0.0.0.0:9100: {e}"),
                 })?,
-            db_pool_size: number(&lookup, "DB_POOL_SIZE", 4, 1..=64)?,
+            db_pool_size: env_number(&lookup, "DB_POOL_SIZE", 4, 1..=64)?,
             log_format: match parsed("LOG_FORMAT", "text")?.as_str() {
                 "text" => LogFormat::Text,
                 "json" => LogFormat::Json,
@@ -115,7 +115,9 @@ impl RuntimeConfig {
     }
 }
 
-fn number<T>(
+/// Reads the whole number `variable` through `lookup`: `default` when unset,
+/// an error naming the variable when it does not parse or is out of `range`.
+pub fn env_number<T>(
     lookup: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
     default: T,

@@ -22,4 +22,4 @@ pub mod shutdown;
 pub mod worker;
 
 pub use config::{ConfigError, RuntimeConfig};
-pub use worker::{run, run_process, Outcome, Output, Processor, RuntimeError};
+pub use worker::{run, run_process, run_until_committed, Outcome, Output, Processor, RuntimeError};

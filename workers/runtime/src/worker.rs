@@ -59,7 +59,7 @@ impl Output {
 pub type Outcome<E> = Result<E, String>;
 
 /// One worker's domain logic, driven by [`run`].
-pub trait Processor: Send + 'static {
+pub trait Processor: Send + Sync + 'static {
     /// What a message parses into.
     type Event: Send;
 
@@ -190,6 +190,31 @@ pub async fn run_process<P: Processor>(processor: P) -> i32 {
             }
         }
     }
+}
+
+/// Runs `processor` in this process until its group has committed
+/// `messages` offsets on the `partitions` partitions of `topic` (or
+/// `timeout` passes), then stops it as SIGTERM would. For tests and for
+/// embedding a worker in a tool; returns the offsets committed at the end.
+pub async fn run_until_committed<P: Processor>(
+    processor: P,
+    config: RuntimeConfig,
+    topic: &str,
+    partitions: i32,
+    messages: i64,
+    timeout: Duration,
+) -> Result<i64, RuntimeError> {
+    let (brokers, group) = (config.kafka_brokers.clone(), config.group_id.clone());
+    let (trigger, listener) = crate::shutdown::channel();
+    let worker = tokio::spawn(run(processor, config, listener));
+    let committed = || kafka::committed_total(&brokers, &group, topic, partitions).unwrap_or(0);
+    let started = Instant::now();
+    while committed() < messages && started.elapsed() < timeout && !worker.is_finished() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    trigger.trip();
+    worker.await.expect("the worker task does not panic")?;
+    Ok(committed())
 }
 
 async fn start<P: Processor>(
