@@ -105,10 +105,15 @@ impl TestImages {
             no_cache: false,
             log_path: &log,
         };
-        self.engine
-            .build(&request, |_| {})
-            .await
-            .unwrap_or_else(|e| panic!("building {tag}: {e}"));
+        // The classic builder occasionally fails when several test binaries
+        // build at once; one retry, with the first error shown.
+        if let Err(first) = self.engine.build(&request, |_| {}).await {
+            eprintln!("building {tag} failed once, retrying: {first}");
+            self.engine
+                .build(&request, |_| {})
+                .await
+                .unwrap_or_else(|e| panic!("building {tag}: {e}"));
+        }
         self.tags.push(tag.clone());
         tag
     }

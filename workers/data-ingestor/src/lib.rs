@@ -19,6 +19,11 @@ use sqlx::{PgConnection, PgPool};
 /// The worker's name: consumer group, metrics label, log field.
 pub const NAME: &str = "data-ingestor";
 
+/// Runs the ingestor as this process's worker; returns the exit code.
+pub async fn run_process() -> i32 {
+    fleet_runtime::run_process(Ingestor::default()).await
+}
+
 /// The ingestor; holds the ids published by the batch in flight.
 #[derive(Debug, Default)]
 pub struct Ingestor {

@@ -4,6 +4,5 @@
 
 #[tokio::main]
 async fn main() {
-    let code = fleet_runtime::run_process(data_ingestor::Ingestor::default()).await;
-    std::process::exit(code);
+    std::process::exit(data_ingestor::run_process().await);
 }

@@ -25,6 +25,18 @@ use windows::{advance, Progress};
 /// The worker's name: consumer group, metrics label, log field.
 pub const NAME: &str = "kpi-worker";
 
+/// Runs the KPI worker as this process's worker, with its window settings
+/// from the environment; returns the exit code.
+pub async fn run_process() -> i32 {
+    match KpiWorker::from_env() {
+        Ok(worker) => fleet_runtime::run_process(worker).await,
+        Err(error) => {
+            eprintln!("{NAME}: {error}");
+            2
+        }
+    }
+}
+
 /// The KPI worker, with its window length and allowed lateness.
 #[derive(Debug)]
 pub struct KpiWorker {

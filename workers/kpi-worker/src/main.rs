@@ -1,14 +1,8 @@
 //! The kpi-worker process: window settings from the environment, then the
-//! shared worker loop until SIGTERM or SIGINT (exit 0; 2 for configuration).
+//! shared worker loop until SIGTERM or SIGINT. Exit 0 after a clean stop,
+//! 2 on a configuration error, 1 on any other error.
 
 #[tokio::main]
 async fn main() {
-    let worker = match kpi_worker::KpiWorker::from_env() {
-        Ok(worker) => worker,
-        Err(error) => {
-            eprintln!("{}: {error}", kpi_worker::NAME);
-            std::process::exit(2);
-        }
-    };
-    std::process::exit(fleet_runtime::run_process(worker).await);
+    std::process::exit(kpi_worker::run_process().await);
 }

@@ -2,91 +2,26 @@
 //! real broker and PostgreSQL: every closed window equals the one computed
 //! here, independently, from the fixture file.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use data_ingestor::{normalize, Ingestor};
+use data_ingestor::Ingestor;
 use fleet_runtime::events::{RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
 use fleet_runtime::{run_until_committed, RuntimeConfig};
 use fleetbench::config::FleetConfig;
 use fleetbench::docker::Engine;
 use fleetbench::services::{Broker, Placement, Postgres};
-use kpi_worker::windows::window_start;
 use kpi_worker::KpiWorker;
 
-const WINDOW_MS: i64 = 60_000;
-const LATENESS_MS: i64 = 60_000;
+#[path = "support/expected.rs"]
+mod expected;
+
+use expected::{expected_windows, StoredWindow, LATENESS_MS, WINDOW_MS};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
-
-/// One expected window: count, mean, min, max, p95, error rate.
-#[derive(Debug, PartialEq)]
-struct Expected {
-    count: i64,
-    mean: f64,
-    min: f64,
-    max: f64,
-    p95: f64,
-    error_rate: f64,
-}
-
-/// The windows the KPI worker must close, from the fixture alone: events
-/// deduplicated by id, normalised, grouped per series and window, closed up
-/// to the series' latest event time less the lateness.
-fn expected_windows(lines: &[String]) -> BTreeMap<String, Expected> {
-    let mut seen = HashSet::new();
-    let mut series: BTreeMap<(String, String), Points> = BTreeMap::new();
-    for line in lines {
-        let raw: RawTelemetry = serde_json::from_str(line).unwrap();
-        if !seen.insert(raw.event_id.clone()) {
-            continue;
-        }
-        let m = normalize::measurement(raw).unwrap();
-        series
-            .entry((m.entity, m.metric))
-            .or_default()
-            .push((m.ts_ms, m.value, m.error));
-    }
-    let mut windows = BTreeMap::new();
-    for ((entity, metric), points) in series {
-        let latest = points.iter().map(|p| p.0).max().unwrap();
-        let closed_until = window_start(latest - LATENESS_MS, WINDOW_MS);
-        let mut by_window: BTreeMap<i64, Vec<(f64, bool)>> = BTreeMap::new();
-        for (ts, value, error) in points {
-            if ts < closed_until {
-                by_window
-                    .entry(window_start(ts, WINDOW_MS))
-                    .or_default()
-                    .push((value, error));
-            }
-        }
-        for (start, mut values) in by_window {
-            values.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let n = values.len();
-            let rank = ((0.95 * n as f64).ceil() as usize).max(1) - 1;
-            windows.insert(
-                format!("{entity}|{metric}|{start}"),
-                Expected {
-                    count: n as i64,
-                    mean: values.iter().map(|v| v.0).sum::<f64>() / n as f64,
-                    min: values[0].0,
-                    max: values[n - 1].0,
-                    p95: values[rank].0,
-                    error_rate: values.iter().filter(|v| v.1).count() as f64 / n as f64,
-                },
-            );
-        }
-    }
-    windows
-}
-
-/// A series' points: event time, value, error flag.
-type Points = Vec<(i64, f64, bool)>;
-/// A stored window as read back: id, count, mean, min, max, p95, error rate, published.
-type StoredWindow = (String, i64, f64, f64, f64, f64, f64, bool);
 
 fn config(broker: &Broker, postgres: &Postgres, name: &str) -> RuntimeConfig {
     let env = HashMap::from([

@@ -32,6 +32,9 @@ pub struct RuntimeConfig {
     pub database_url: String,
     /// `KAFKA_GROUP_ID`: consumer group (default: the worker's name).
     pub group_id: String,
+    /// `KAFKA_GROUP_INSTANCE_ID`: static group membership (KIP-345): a
+    /// restarted worker with the same id takes its partitions back at once.
+    pub group_instance_id: Option<String>,
     /// `KAFKA_PARTITIONS`: partitions of topics the worker creates (default 3).
     pub partitions: i32,
     /// `BATCH_MAX_EVENTS`: most events per batch (default 500).
@@ -86,6 +89,7 @@ impl RuntimeConfig {
             kafka_brokers,
             database_url,
             group_id: parsed("KAFKA_GROUP_ID", name)?,
+            group_instance_id: lookup("KAFKA_GROUP_INSTANCE_ID").filter(|id| !id.trim().is_empty()),
             partitions: env_number(&lookup, "KAFKA_PARTITIONS", 3, 1..=1024)?,
             batch_max_events: env_number(&lookup, "BATCH_MAX_EVENTS", 500, 1..=100_000)?,
             batch_max_wait: Duration::from_millis(env_number(
@@ -167,6 +171,15 @@ mod tests {
         assert_eq!(config.partitions, 3);
         assert_eq!(config.batch_max_wait, Duration::from_millis(200));
         assert_eq!(config.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_group_instance_id_makes_the_worker_a_static_member() {
+        assert_eq!(config(&MINIMAL).unwrap().group_instance_id, None);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("KAFKA_GROUP_INSTANCE_ID", "kpi-worker-0"));
+        let config = config(&pairs).unwrap();
+        assert_eq!(config.group_instance_id.as_deref(), Some("kpi-worker-0"));
     }
 
     #[test]

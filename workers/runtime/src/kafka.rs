@@ -39,13 +39,19 @@ fn op_error(
     }
 }
 
-/// A consumer in `group` that never commits on its own.
+/// A consumer in `group` that never commits on its own; `instance` makes
+/// it a static member of the group.
 pub fn consumer(
     brokers: &str,
     group: &str,
+    instance: Option<&str>,
     topics: &[&str],
 ) -> Result<StreamConsumer, KafkaOpError> {
-    let consumer: StreamConsumer = ClientConfig::new()
+    let mut config = ClientConfig::new();
+    if let Some(instance) = instance {
+        config.set("group.instance.id", instance);
+    }
+    let consumer: StreamConsumer = config
         .set("bootstrap.servers", brokers)
         .set("group.id", group)
         .set("enable.auto.commit", "false")

@@ -238,7 +238,12 @@ async fn start<P: Processor>(
     topics.extend(inputs.iter().map(|t| dlq::topic_of(t)));
     kafka::ensure_topics(&config.kafka_brokers, &topics, config.partitions).await?;
     let input_refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let consumer = kafka::consumer(&config.kafka_brokers, &config.group_id, &input_refs)?;
+    let consumer = kafka::consumer(
+        &config.kafka_brokers,
+        &config.group_id,
+        config.group_instance_id.as_deref(),
+        &input_refs,
+    )?;
     let producer = kafka::producer(&config.kafka_brokers)?;
     metrics.set_ready(true);
     Ok(Context {

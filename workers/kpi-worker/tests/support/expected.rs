@@ -1,0 +1,85 @@
+//! The test oracle of the KPI windows: what the KPI worker must have
+//! closed, computed from the fixture file alone, without the worker's code
+//! (only the ingestor's unit conversion). Shared by the KPI worker's
+//! fixture test and the fleet's crash test.
+
+use std::collections::{BTreeMap, HashSet};
+
+use data_ingestor::normalize;
+use fleet_runtime::events::RawTelemetry;
+
+/// Window length the tests run the KPI worker with, ms.
+pub const WINDOW_MS: i64 = 60_000;
+/// Allowed lateness the tests run the KPI worker with, ms.
+pub const LATENESS_MS: i64 = 60_000;
+
+/// Start of the window holding `ts_ms`.
+fn window_start(ts_ms: i64, window_ms: i64) -> i64 {
+    ts_ms - ts_ms.rem_euclid(window_ms)
+}
+
+/// One expected window: count, mean, min, max, p95, error rate.
+#[derive(Debug, PartialEq)]
+pub struct Expected {
+    pub count: i64,
+    pub mean: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p95: f64,
+    pub error_rate: f64,
+}
+
+/// The windows the KPI worker must close, from the fixture alone: events
+/// deduplicated by id, normalised, grouped per series and window, closed up
+/// to the series' latest event time less the lateness.
+pub fn expected_windows(lines: &[String]) -> BTreeMap<String, Expected> {
+    let mut seen = HashSet::new();
+    let mut series: BTreeMap<(String, String), Points> = BTreeMap::new();
+    for line in lines {
+        let raw: RawTelemetry = serde_json::from_str(line).unwrap();
+        if !seen.insert(raw.event_id.clone()) {
+            continue;
+        }
+        let m = normalize::measurement(raw).unwrap();
+        series
+            .entry((m.entity, m.metric))
+            .or_default()
+            .push((m.ts_ms, m.value, m.error));
+    }
+    let mut windows = BTreeMap::new();
+    for ((entity, metric), points) in series {
+        let latest = points.iter().map(|p| p.0).max().unwrap();
+        let closed_until = window_start(latest - LATENESS_MS, WINDOW_MS);
+        let mut by_window: BTreeMap<i64, Vec<(f64, bool)>> = BTreeMap::new();
+        for (ts, value, error) in points {
+            if ts < closed_until {
+                by_window
+                    .entry(window_start(ts, WINDOW_MS))
+                    .or_default()
+                    .push((value, error));
+            }
+        }
+        for (start, mut values) in by_window {
+            values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let n = values.len();
+            let rank = ((0.95 * n as f64).ceil() as usize).max(1) - 1;
+            windows.insert(
+                format!("{entity}|{metric}|{start}"),
+                Expected {
+                    count: n as i64,
+                    mean: values.iter().map(|v| v.0).sum::<f64>() / n as f64,
+                    min: values[0].0,
+                    max: values[n - 1].0,
+                    p95: values[rank].0,
+                    error_rate: values.iter().filter(|v| v.1).count() as f64 / n as f64,
+                },
+            );
+        }
+    }
+    windows
+}
+
+/// A series' points: event time, value, error flag.
+pub type Points = Vec<(i64, f64, bool)>;
+/// A stored window as read back: id, count, mean, min, max, p95, error rate, published.
+pub type StoredWindow = (String, i64, f64, f64, f64, f64, f64, bool);
