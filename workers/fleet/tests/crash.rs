@@ -6,13 +6,12 @@
 #[path = "../../kpi-worker/tests/support/expected.rs"]
 mod expected;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use expected::{expected_windows, StoredWindow};
-use fleet_runtime::events::{RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
+use expected::{assert_windows_match, fixture};
+use fleet_runtime::events::{TELEMETRY_NORMALIZED, TELEMETRY_RAW};
 use fleet_runtime::kafka::committed_total;
 use fleetbench::config::FleetConfig;
 use fleetbench::docker::Engine;
@@ -85,16 +84,7 @@ async fn killing_the_ingestor_and_kpi_worker_mid_stream_loses_and_doubles_nothin
         .create_topics(&[TELEMETRY_RAW, TELEMETRY_NORMALIZED], 3)
         .await
         .unwrap();
-    let lines: Vec<String> = std::fs::read_to_string(root().join("fixtures/telemetry.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let distinct = lines
-        .iter()
-        .map(|l| serde_json::from_str::<RawTelemetry>(l).unwrap().event_id)
-        .collect::<HashSet<_>>()
-        .len() as i64;
+    let (lines, distinct) = fixture(&root());
     fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
         .await
         .unwrap();
@@ -157,28 +147,5 @@ async fn killing_the_ingestor_and_kpi_worker_mid_stream_loses_and_doubles_nothin
         .await,
         0
     );
-    let rows: Vec<StoredWindow> = sqlx::query_as(
-        "SELECT window_id, count, mean, min, max, p95, error_rate, published FROM kpi_windows",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let oracle = expected_windows(&lines);
-    assert_eq!(rows.len(), oracle.len(), "closed windows after the restart");
-    for (id, count, mean, min, max, p95, error_rate, published) in rows {
-        let want = oracle
-            .get(&id)
-            .unwrap_or_else(|| panic!("unexpected window {id}"));
-        assert!(published, "{id} was not published");
-        assert_eq!(
-            (count, min, max, p95),
-            (want.count, want.min, want.max, want.p95),
-            "{id}"
-        );
-        assert!((mean - want.mean).abs() < 1e-9, "{id}: mean");
-        assert!(
-            (error_rate - want.error_rate).abs() < 1e-12,
-            "{id}: error rate"
-        );
-    }
+    assert_windows_match(&pool, &lines).await;
 }

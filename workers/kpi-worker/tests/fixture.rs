@@ -2,12 +2,12 @@
 //! real broker and PostgreSQL: every closed window equals the one computed
 //! here, independently, from the fixture file.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use data_ingestor::Ingestor;
-use fleet_runtime::events::{RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
+use fleet_runtime::events::{TELEMETRY_NORMALIZED, TELEMETRY_RAW};
 use fleet_runtime::{run_until_committed, RuntimeConfig};
 use fleetbench::config::FleetConfig;
 use fleetbench::docker::Engine;
@@ -17,7 +17,7 @@ use kpi_worker::KpiWorker;
 #[path = "support/expected.rs"]
 mod expected;
 
-use expected::{expected_windows, StoredWindow, LATENESS_MS, WINDOW_MS};
+use expected::{assert_windows_match, fixture, LATENESS_MS, WINDOW_MS};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -43,16 +43,7 @@ async fn every_closed_window_equals_the_one_computed_from_the_fixture() {
         .create_topics(&[TELEMETRY_RAW, TELEMETRY_NORMALIZED], 3)
         .await
         .unwrap();
-    let lines: Vec<String> = std::fs::read_to_string(root().join("fixtures/telemetry.jsonl"))
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    let distinct = lines
-        .iter()
-        .map(|l| serde_json::from_str::<RawTelemetry>(l).unwrap().event_id)
-        .collect::<HashSet<_>>()
-        .len() as i64;
+    let (lines, distinct) = fixture(&root());
     fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
         .await
         .unwrap();
@@ -81,37 +72,5 @@ async fn every_closed_window_equals_the_one_computed_from_the_fixture() {
     assert_eq!(committed, distinct);
 
     let pool = sqlx::PgPool::connect(&postgres.url).await.unwrap();
-    let rows: Vec<StoredWindow> = sqlx::query_as(
-        "SELECT window_id, count, mean, min, max, p95, error_rate, published FROM kpi_windows",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let expected = expected_windows(&lines);
-    assert_eq!(
-        expected.len(),
-        12 * 58,
-        "12 series, 58 of their 60 windows closed"
-    );
-    assert_eq!(rows.len(), expected.len(), "closed windows");
-    for (id, count, mean, min, max, p95, error_rate, published) in rows {
-        let want = expected
-            .get(&id)
-            .unwrap_or_else(|| panic!("unexpected window {id}"));
-        assert!(published, "{id} was not published");
-        assert_eq!(
-            (count, min, max, p95),
-            (want.count, want.min, want.max, want.p95),
-            "{id}"
-        );
-        assert!(
-            (mean - want.mean).abs() < 1e-9,
-            "{id}: mean {mean} != {}",
-            want.mean
-        );
-        assert!(
-            (error_rate - want.error_rate).abs() < 1e-12,
-            "{id}: error rate"
-        );
-    }
+    assert_windows_match(&pool, &lines).await;
 }

@@ -1,9 +1,11 @@
 //! The test oracle of the KPI windows: what the KPI worker must have
 //! closed, computed from the fixture file alone, without the worker's code
-//! (only the ingestor's unit conversion). Shared by the KPI worker's
-//! fixture test and the fleet's crash test.
+//! (only the ingestor's unit conversion), and the check of the stored
+//! windows against it. Shared by the KPI worker's fixture test and the
+//! fleet's crash test.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use data_ingestor::normalize;
 use fleet_runtime::events::RawTelemetry;
@@ -12,6 +14,59 @@ use fleet_runtime::events::RawTelemetry;
 pub const WINDOW_MS: i64 = 60_000;
 /// Allowed lateness the tests run the KPI worker with, ms.
 pub const LATENESS_MS: i64 = 60_000;
+
+/// The committed fixture's lines, and how many distinct event ids they hold.
+pub fn fixture(root: &Path) -> (Vec<String>, i64) {
+    let lines: Vec<String> = std::fs::read_to_string(root.join("fixtures/telemetry.jsonl"))
+        .expect("the fixture is committed")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let distinct = lines
+        .iter()
+        .map(|l| serde_json::from_str::<RawTelemetry>(l).unwrap().event_id)
+        .collect::<HashSet<_>>()
+        .len() as i64;
+    (lines, distinct)
+}
+
+/// Asserts that `kpi_windows` holds exactly the oracle's windows of
+/// `lines`, every one published, with equal aggregates.
+pub async fn assert_windows_match(pool: &sqlx::PgPool, lines: &[String]) {
+    let rows: Vec<StoredWindow> = sqlx::query_as(
+        "SELECT window_id, count, mean, min, max, p95, error_rate, published FROM kpi_windows",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("kpi_windows is readable");
+    let oracle = expected_windows(lines);
+    assert_eq!(
+        oracle.len(),
+        12 * 58,
+        "12 series, 58 of their 60 windows closed"
+    );
+    assert_eq!(rows.len(), oracle.len(), "closed windows");
+    for (id, count, mean, min, max, p95, error_rate, published) in rows {
+        let want = oracle
+            .get(&id)
+            .unwrap_or_else(|| panic!("unexpected window {id}"));
+        assert!(published, "{id} was not published");
+        assert_eq!(
+            (count, min, max, p95),
+            (want.count, want.min, want.max, want.p95),
+            "{id}"
+        );
+        assert!(
+            (mean - want.mean).abs() < 1e-9,
+            "{id}: mean {mean} != {}",
+            want.mean
+        );
+        assert!(
+            (error_rate - want.error_rate).abs() < 1e-12,
+            "{id}: error rate"
+        );
+    }
+}
 
 /// Start of the window holding `ts_ms`.
 fn window_start(ts_ms: i64, window_ms: i64) -> i64 {
@@ -82,4 +137,4 @@ pub fn expected_windows(lines: &[String]) -> BTreeMap<String, Expected> {
 /// A series' points: event time, value, error flag.
 pub type Points = Vec<(i64, f64, bool)>;
 /// A stored window as read back: id, count, mean, min, max, p95, error rate, published.
-pub type StoredWindow = (String, i64, f64, f64, f64, f64, f64, bool);
+type StoredWindow = (String, i64, f64, f64, f64, f64, f64, bool);
