@@ -77,14 +77,8 @@ impl Processor for Ingestor {
     }
 
     async fn published(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        if !self.in_flight.is_empty() {
-            sqlx::query("UPDATE measurements SET published = true WHERE event_id = ANY($1)")
-                .bind(&self.in_flight)
-                .execute(pool)
-                .await?;
-            self.in_flight.clear();
-        }
-        Ok(())
+        fleet_runtime::db::mark_published(pool, "measurements", "event_id", &mut self.in_flight)
+            .await
     }
 }
 

@@ -10,12 +10,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use expected::{assert_windows_match, fixture};
+use expected::{assert_windows_match, fed_with_fixture, Fed};
 use fleet_runtime::events::{TELEMETRY_NORMALIZED, TELEMETRY_RAW};
 use fleet_runtime::kafka::committed_total;
-use fleetbench::config::FleetConfig;
-use fleetbench::docker::Engine;
-use fleetbench::services::{Broker, Placement, Postgres};
+use fleetbench::services::{Broker, Postgres};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -75,19 +73,12 @@ where
 
 #[tokio::test(flavor = "multi_thread")]
 async fn killing_the_ingestor_and_kpi_worker_mid_stream_loses_and_doubles_nothing() {
-    let fleet = FleetConfig::load(&root().join("fleetbench.toml")).unwrap();
-    let engine = Engine::connect().await.expect("a Docker Engine answers");
-    let placement = Placement::default();
-    let broker = Broker::start(&engine, &fleet, &placement).await.unwrap();
-    let postgres = Postgres::start(&engine, &fleet, &placement).await.unwrap();
-    broker
-        .create_topics(&[TELEMETRY_RAW, TELEMETRY_NORMALIZED], 3)
-        .await
-        .unwrap();
-    let (lines, distinct) = fixture(&root());
-    fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
-        .await
-        .unwrap();
+    let Fed {
+        broker,
+        postgres,
+        lines,
+        distinct,
+    } = fed_with_fixture(&root()).await;
     let pool = sqlx::PgPool::connect(&postgres.url).await.unwrap();
 
     let mut ingestor = spawn("data-ingestor", &broker, &postgres);

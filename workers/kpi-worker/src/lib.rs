@@ -104,14 +104,8 @@ impl Processor for KpiWorker {
     }
 
     async fn published(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        if !self.in_flight.is_empty() {
-            sqlx::query("UPDATE kpi_windows SET published = true WHERE window_id = ANY($1)")
-                .bind(&self.in_flight)
-                .execute(pool)
-                .await?;
-            self.in_flight.clear();
-        }
-        Ok(())
+        fleet_runtime::db::mark_published(pool, "kpi_windows", "window_id", &mut self.in_flight)
+            .await
     }
 }
 

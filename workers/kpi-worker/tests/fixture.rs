@@ -9,15 +9,13 @@ use std::time::Duration;
 use data_ingestor::Ingestor;
 use fleet_runtime::events::{TELEMETRY_NORMALIZED, TELEMETRY_RAW};
 use fleet_runtime::{run_until_committed, RuntimeConfig};
-use fleetbench::config::FleetConfig;
-use fleetbench::docker::Engine;
-use fleetbench::services::{Broker, Placement, Postgres};
+use fleetbench::services::{Broker, Postgres};
 use kpi_worker::KpiWorker;
 
 #[path = "support/expected.rs"]
 mod expected;
 
-use expected::{assert_windows_match, fixture, LATENESS_MS, WINDOW_MS};
+use expected::{assert_windows_match, fed_with_fixture, Fed, LATENESS_MS, WINDOW_MS};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -34,19 +32,12 @@ fn config(broker: &Broker, postgres: &Postgres, name: &str) -> RuntimeConfig {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_closed_window_equals_the_one_computed_from_the_fixture() {
-    let fleet = FleetConfig::load(&root().join("fleetbench.toml")).unwrap();
-    let engine = Engine::connect().await.expect("a Docker Engine answers");
-    let placement = Placement::default();
-    let broker = Broker::start(&engine, &fleet, &placement).await.unwrap();
-    let postgres = Postgres::start(&engine, &fleet, &placement).await.unwrap();
-    broker
-        .create_topics(&[TELEMETRY_RAW, TELEMETRY_NORMALIZED], 3)
-        .await
-        .unwrap();
-    let (lines, distinct) = fixture(&root());
-    fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
-        .await
-        .unwrap();
+    let Fed {
+        broker,
+        postgres,
+        lines,
+        distinct,
+    } = fed_with_fixture(&root()).await;
 
     let timeout = Duration::from_secs(180);
     let ingestor = config(&broker, &postgres, "data-ingestor");

@@ -45,6 +45,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), DbError> {
     Ok(())
 }
 
+/// Marks the rows of `table` whose `key` is in `ids` as published (the
+/// outbox flag) and empties `ids`; `table` and `key` are the caller's
+/// constants, never input.
+pub async fn mark_published(
+    pool: &PgPool,
+    table: &'static str,
+    key: &'static str,
+    ids: &mut Vec<String>,
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(&format!(
+        "UPDATE {table} SET published = true WHERE {key} = ANY($1)"
+    ))
+    .bind(&*ids)
+    .execute(pool)
+    .await?;
+    ids.clear();
+    Ok(())
+}
+
 /// The URL with its password replaced, for messages and logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -8,12 +8,55 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use data_ingestor::normalize;
-use fleet_runtime::events::RawTelemetry;
+use fleet_runtime::events::{RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
+use fleetbench::config::FleetConfig;
+use fleetbench::docker::Engine;
+use fleetbench::services::{Broker, Placement, Postgres};
 
 /// Window length the tests run the KPI worker with, ms.
 pub const WINDOW_MS: i64 = 60_000;
 /// Allowed lateness the tests run the KPI worker with, ms.
 pub const LATENESS_MS: i64 = 60_000;
+
+/// A broker and PostgreSQL with the fixture produced to `telemetry.raw`.
+pub struct Fed {
+    /// The broker, topics created.
+    pub broker: Broker,
+    /// PostgreSQL, not yet migrated.
+    pub postgres: Postgres,
+    /// The fixture's lines, as produced.
+    pub lines: Vec<String>,
+    /// Distinct event ids among them.
+    pub distinct: i64,
+}
+
+/// Starts the services, creates the two topics the ingestor and the KPI
+/// worker use (3 partitions), and produces the fixture keyed by entity.
+pub async fn fed_with_fixture(root: &Path) -> Fed {
+    let fleet = FleetConfig::load(&root.join("fleetbench.toml")).expect("fleetbench.toml loads");
+    let engine = Engine::connect().await.expect("a Docker Engine answers");
+    let placement = Placement::default();
+    let broker = Broker::start(&engine, &fleet, &placement)
+        .await
+        .expect("the broker starts");
+    let postgres = Postgres::start(&engine, &fleet, &placement)
+        .await
+        .expect("postgres starts");
+    broker
+        .create_topics(&[TELEMETRY_RAW, TELEMETRY_NORMALIZED], 3)
+        .await
+        .expect("the topics are created");
+    let (lines, distinct) = fixture(root);
+    fleetbench::feed::produce_lines(&broker.bootstrap_servers, TELEMETRY_RAW, &lines)
+        .await
+        .expect("the fixture is produced");
+    Fed {
+        broker,
+        postgres,
+        lines,
+        distinct,
+    }
+}
 
 /// The committed fixture's lines, and how many distinct event ids they hold.
 pub fn fixture(root: &Path) -> (Vec<String>, i64) {
