@@ -13,7 +13,7 @@ pub mod normalize;
 use std::collections::HashSet;
 
 use fleet_runtime::events::{Measurement, RawTelemetry, TELEMETRY_NORMALIZED, TELEMETRY_RAW};
-use fleet_runtime::{Outcome, Output, Processor};
+use fleet_runtime::{Outcome, Output, ProcessError, Processor};
 use sqlx::{PgConnection, PgPool};
 
 /// The worker's name: consumer group, metrics label, log field.
@@ -55,7 +55,7 @@ impl Processor for Ingestor {
         &mut self,
         events: Vec<Measurement>,
         tx: &mut PgConnection,
-    ) -> Result<Vec<Output>, sqlx::Error> {
+    ) -> Result<Vec<Output>, ProcessError> {
         let events = first_of_each_id(events);
         store(&events, tx).await?;
         let ids: Vec<String> = events.iter().map(|m| m.event_id.clone()).collect();

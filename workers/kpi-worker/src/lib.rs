@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use fleet_runtime::config::{env_number, ConfigError};
 use fleet_runtime::events::{KpiWindow, Measurement, KPI_WINDOWS, TELEMETRY_NORMALIZED};
-use fleet_runtime::{Outcome, Output, Processor};
+use fleet_runtime::{Outcome, Output, ProcessError, Processor};
 use sqlx::{PgConnection, PgPool};
 use windows::{advance, Progress};
 
@@ -90,7 +90,7 @@ impl Processor for KpiWorker {
         &mut self,
         events: Vec<Measurement>,
         tx: &mut PgConnection,
-    ) -> Result<Vec<Output>, sqlx::Error> {
+    ) -> Result<Vec<Output>, ProcessError> {
         for ((entity, metric), (min_ms, max_ms)) in spans(&events) {
             self.advance_series(&entity, &metric, min_ms, max_ms, tx)
                 .await?;

@@ -60,35 +60,17 @@ impl RuntimeConfig {
         name: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
-        let required = |variable: &'static str| {
-            lookup(variable)
-                .filter(|value| !value.trim().is_empty())
-                .ok_or(ConfigError {
-                    variable,
-                    problem: "is not set".into(),
-                })
-        };
-        let kafka_brokers = required("KAFKA_BROKERS")?;
+        let kafka_brokers = required(&lookup, "KAFKA_BROKERS")?;
         if kafka_brokers.split(',').any(|b| !b.contains(':')) {
             return Err(ConfigError {
                 variable: "KAFKA_BROKERS",
                 problem: format!("'{kafka_brokers}' is not a list of host:port"),
             });
         }
-        let database_url = required("DATABASE_URL")?;
-        if !database_url.starts_with("postgres://") && !database_url.starts_with("postgresql://") {
-            return Err(ConfigError {
-                variable: "DATABASE_URL",
-                problem: "must start with postgres:// or postgresql://".into(),
-            });
-        }
-        let parsed = |variable: &'static str, default: &str| -> Result<String, ConfigError> {
-            Ok(lookup(variable).unwrap_or_else(|| default.to_string()))
-        };
         Ok(Self {
             kafka_brokers,
-            database_url,
-            group_id: parsed("KAFKA_GROUP_ID", name)?,
+            database_url: database_url(&lookup)?,
+            group_id: lookup("KAFKA_GROUP_ID").unwrap_or_else(|| name.to_string()),
             group_instance_id: lookup("KAFKA_GROUP_INSTANCE_ID").filter(|id| !id.trim().is_empty()),
             partitions: env_number(&lookup, "KAFKA_PARTITIONS", 3, 1..=1024)?,
             batch_max_events: env_number(&lookup, "BATCH_MAX_EVENTS", 500, 1..=100_000)?,
@@ -98,24 +80,95 @@ impl RuntimeConfig {
                 200,
                 1..=60_000,
             )?),
-            metrics_addr: parsed("METRICS_ADDR", "0.0.0.0:9100")?
-                .parse()
-                .map_err(|e| ConfigError {
-                    variable: "METRICS_ADDR",
-                    problem: format!("not an address like 0.0.0.0:9100: {e}"),
-                })?,
+            metrics_addr: metrics_addr(&lookup)?,
             db_pool_size: env_number(&lookup, "DB_POOL_SIZE", 4, 1..=64)?,
-            log_format: match parsed("LOG_FORMAT", "text")?.as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => {
-                    return Err(ConfigError {
-                        variable: "LOG_FORMAT",
-                        problem: format!("'{other}' is neither text nor json"),
-                    })
-                }
-            },
+            log_format: log_format(&lookup)?,
         })
+    }
+}
+
+/// What a periodic worker (one that reads the database on a timer rather
+/// than a topic) reads from its environment: no Kafka settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeriodicConfig {
+    /// `DATABASE_URL`: `postgres://user:password@host:port/db`.
+    pub database_url: String,
+    /// `TICK_INTERVAL_MS`: pause between two rounds of work (default 10000).
+    pub interval: Duration,
+    /// `METRICS_ADDR`: where `/metrics` and `/healthz` listen (default 0.0.0.0:9100).
+    pub metrics_addr: SocketAddr,
+    /// `DB_POOL_SIZE`: PostgreSQL connections (default 4).
+    pub db_pool_size: u32,
+    /// `LOG_FORMAT`: `text` or `json` (default text).
+    pub log_format: LogFormat,
+}
+
+impl PeriodicConfig {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    /// Reads the configuration through `lookup`, for tests and embedding.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            database_url: database_url(&lookup)?,
+            interval: Duration::from_millis(env_number(
+                &lookup,
+                "TICK_INTERVAL_MS",
+                10_000,
+                10..=86_400_000,
+            )?),
+            metrics_addr: metrics_addr(&lookup)?,
+            db_pool_size: env_number(&lookup, "DB_POOL_SIZE", 4, 1..=64)?,
+            log_format: log_format(&lookup)?,
+        })
+    }
+}
+
+/// The non-empty value of `variable`, or an error saying it is not set.
+fn required(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<String, ConfigError> {
+    lookup(variable)
+        .filter(|value| !value.trim().is_empty())
+        .ok_or(ConfigError {
+            variable,
+            problem: "is not set".into(),
+        })
+}
+
+/// `DATABASE_URL`, required, of the postgres scheme.
+fn database_url(lookup: &impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let url = required(lookup, "DATABASE_URL")?;
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(ConfigError {
+            variable: "DATABASE_URL",
+            problem: "must start with postgres:// or postgresql://".into(),
+        });
+    }
+    Ok(url)
+}
+
+/// `METRICS_ADDR`, default `0.0.0.0:9100`.
+fn metrics_addr(lookup: &impl Fn(&str) -> Option<String>) -> Result<SocketAddr, ConfigError> {
+    let text = lookup("METRICS_ADDR").unwrap_or_else(|| "0.0.0.0:9100".to_string());
+    text.parse().map_err(|e| ConfigError {
+        variable: "METRICS_ADDR",
+        problem: format!("'{text}' is not an address like 0.0.0.0:9100: {e}"),
+    })
+}
+
+/// `LOG_FORMAT`, `text` (default) or `json`.
+fn log_format(lookup: &impl Fn(&str) -> Option<String>) -> Result<LogFormat, ConfigError> {
+    match lookup("LOG_FORMAT").as_deref().unwrap_or("text") {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        other => Err(ConfigError {
+            variable: "LOG_FORMAT",
+            problem: format!("'{other}' is neither text nor json"),
+        }),
     }
 }
 
@@ -207,6 +260,15 @@ mod tests {
             err.to_string(),
             "environment variable BATCH_MAX_EVENTS: 'many' is not a whole number"
         );
+    }
+
+    #[test]
+    fn a_periodic_worker_needs_no_kafka_settings() {
+        let env: HashMap<&str, &str> = HashMap::from([MINIMAL[1], ("TICK_INTERVAL_MS", "250")]);
+        let config = PeriodicConfig::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
+        assert_eq!(config.interval, Duration::from_millis(250));
+        let err = PeriodicConfig::from_lookup(|_| None).unwrap_err();
+        assert_eq!(err.variable, "DATABASE_URL");
     }
 
     #[test]

@@ -18,8 +18,12 @@ pub mod events;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod periodic;
 pub mod shutdown;
 pub mod worker;
 
-pub use config::{ConfigError, RuntimeConfig};
-pub use worker::{run, run_process, run_until_committed, Outcome, Output, Processor, RuntimeError};
+pub use config::{ConfigError, PeriodicConfig, RuntimeConfig};
+pub use periodic::{run_periodic, run_periodic_process, Task};
+pub use worker::{
+    run, run_process, run_until_committed, Outcome, Output, ProcessError, Processor, RuntimeError,
+};

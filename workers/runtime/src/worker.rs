@@ -81,7 +81,7 @@ pub trait Processor: Send + Sync + 'static {
         &mut self,
         events: Vec<Self::Event>,
         tx: &mut PgConnection,
-    ) -> impl Future<Output = Result<Vec<Output>, sqlx::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Output>, ProcessError>> + Send;
 
     /// Called once the outputs of the last `process` are acknowledged and
     /// before the offsets are committed: the place to mark an outbox.
@@ -91,6 +91,20 @@ pub trait Processor: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
         async { Ok(()) }
     }
+}
+
+/// Why a batch could not be processed now.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The database failed: retried when it is about reaching it, otherwise
+    /// the event responsible is isolated and dead-lettered.
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// Something the batch depends on is not there yet (a model another
+    /// worker trains): the batch is retried after a pause, nothing is
+    /// committed in between.
+    #[error("waiting for {0}")]
+    NotReady(String),
 }
 
 /// Why a worker stopped with an error.
@@ -299,7 +313,7 @@ async fn try_batch<P: Processor>(
     }
     let outputs = match write(ctx, processor, parsed.into_iter().map(|(_, e)| e).collect()).await {
         Ok(outputs) => outputs,
-        Err(error) if is_transient(&error) => return Err(format!("database: {error}")),
+        Err(error) if is_transient(&error) => return Err(error.to_string()),
         Err(_) => isolate(ctx, processor, batch, &mut letters).await?,
     };
     publish(ctx, &outputs).await?;
@@ -327,7 +341,7 @@ async fn isolate<P: Processor>(
         };
         match write(ctx, processor, vec![event]).await {
             Ok(more) => outputs.extend(more),
-            Err(error) if is_transient(&error) => return Err(format!("database: {error}")),
+            Err(error) if is_transient(&error) => return Err(error.to_string()),
             Err(error) => letters.push(DeadLetter::new(
                 message,
                 format!("rejected by the database: {error}"),
@@ -341,20 +355,24 @@ async fn write<P: Processor>(
     ctx: &Context,
     processor: &mut P,
     events: Vec<P::Event>,
-) -> Result<Vec<Output>, sqlx::Error> {
+) -> Result<Vec<Output>, ProcessError> {
     let mut tx = ctx.pool.begin().await?;
     let outputs = processor.process(events, &mut tx).await?;
     tx.commit().await?;
     Ok(outputs)
 }
 
-/// Whether a database error is about reaching the database rather than the
-/// data: those are retried, the others isolate the event responsible.
-fn is_transient(error: &sqlx::Error) -> bool {
-    !matches!(
-        error,
-        sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
-    )
+/// Whether an error is about reaching the database, or waiting for another
+/// worker, rather than about the data: those are retried, the others
+/// isolate the event responsible.
+fn is_transient(error: &ProcessError) -> bool {
+    match error {
+        ProcessError::NotReady(_) => true,
+        ProcessError::Db(error) => !matches!(
+            error,
+            sqlx::Error::Database(_) | sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)
+        ),
+    }
 }
 
 async fn publish(ctx: &Context, outputs: &[Output]) -> Result<(), String> {

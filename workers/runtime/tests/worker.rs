@@ -59,7 +59,7 @@ impl Processor for Doubler {
         &mut self,
         events: Vec<Reading>,
         tx: &mut PgConnection,
-    ) -> Result<Vec<Output>, sqlx::Error> {
+    ) -> Result<Vec<Output>, fleet_runtime::ProcessError> {
         let mut outputs = Vec::new();
         for reading in events {
             sqlx::query(
