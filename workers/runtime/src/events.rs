@@ -109,3 +109,85 @@ impl KpiWindow {
         format!("{}|{}", self.entity, self.metric)
     }
 }
+
+/// A KPI window that scored as anomalous, on the `anomalies` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Anomaly {
+    /// The scored window's id: the same window always gives the same anomaly.
+    pub window_id: String,
+    /// `entity|metric`.
+    pub series_key: String,
+    /// Host or instance.
+    pub entity: String,
+    /// Data centre or region.
+    pub site: String,
+    /// Service.
+    pub service: String,
+    /// Metric name.
+    pub metric: String,
+    /// Window start, ms since the epoch.
+    pub window_start_ms: i64,
+    /// The window's scored value (its mean).
+    pub value: f64,
+    /// What the series' model or history expected.
+    pub expected: f64,
+    /// Distance from the expectation in robust standard deviations.
+    pub score: f64,
+    /// `model` (a trained model) or `robust-z` (history, before a model exists).
+    pub method: String,
+    /// Version of the model used, when `method` is `model`.
+    pub model_version: Option<i32>,
+}
+
+/// A forecast of one series' coming window, on the `forecasts` topic when it
+/// breaches the metric's capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Forecast {
+    /// `made_from|target_start_ms`: the same forecast always has the same id.
+    pub forecast_id: String,
+    /// `entity|metric`.
+    pub series_key: String,
+    /// Host or instance.
+    pub entity: String,
+    /// Data centre or region.
+    pub site: String,
+    /// Service.
+    pub service: String,
+    /// Metric name.
+    pub metric: String,
+    /// The window the forecast was made from (the newest one seen).
+    pub made_from: String,
+    /// Start of the predicted window, ms since the epoch.
+    pub target_start_ms: i64,
+    /// Predicted value.
+    pub predicted: f64,
+    /// The metric's capacity, where it has one.
+    pub capacity: Option<f64>,
+    /// Whether `predicted` crosses `capacity`.
+    pub breach: bool,
+}
+
+/// An alert raised by the alert manager, on the `alerts` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// `kind|source_id`: the same source always raises the same alert.
+    pub alert_id: String,
+    /// The anomaly's window id or the forecast's id.
+    pub source_id: String,
+    /// `anomaly` or `capacity`.
+    pub kind: String,
+    /// Host or instance.
+    pub entity: String,
+    /// Data centre or region.
+    pub site: String,
+    /// Service.
+    pub service: String,
+    /// Metric name.
+    pub metric: String,
+    /// `warning` or `critical`.
+    pub severity: String,
+    /// Event time the alert refers to, ms since the epoch.
+    pub raised_at_ms: i64,
+    /// One line for people.
+    pub summary: String,
+}
