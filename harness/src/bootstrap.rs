@@ -454,6 +454,7 @@ impl<'a> Bootstrap<'a> {
         let request = BuildRequest {
             image,
             dockerfile: "Dockerfile",
+            target: None,
             context_tar: &context_path,
             build_args,
             labels,

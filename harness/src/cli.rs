@@ -8,9 +8,11 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 use crate::analyze;
 use crate::bootstrap::{self, Action, Bootstrap, ImageOutcome};
+use crate::build::{self as builds, BuildOptions, BuildReport, CompileMode, Scenario};
 use crate::config::{FleetConfig, ImageSource};
 use crate::docker::Engine;
 use crate::progress::Step;
+use crate::strategy::{Base, Strategy};
 use crate::telemetry;
 use crate::units::{format_bytes, format_duration_ms};
 
@@ -64,7 +66,7 @@ pub enum Command {
     /// Write the deterministic telemetry fixture and its injected anomalies.
     Generate(GenerateArgs),
     /// Build the packaging strategies' images and time the builds.
-    Build,
+    Build(BuildArgs),
     /// Analyse images and fleets: sizes, layers, sharing, waste.
     Analyze(AnalyzeArgs),
     /// Run the fleet of a strategy against the broker and PostgreSQL.
@@ -90,6 +92,38 @@ pub struct BootstrapArgs {
 
     /// Directory for the logs of debootstrap, cargo and docker build.
     #[arg(long, default_value = "target/fleetbench/logs/bootstrap")]
+    pub logs: PathBuf,
+}
+
+/// Arguments of `fleetbench build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Strategies to build (`all`, or names: separated, unified, specialized, layered, multicall).
+    #[arg(long = "strategy", value_delimiter = ',', num_args = 1.., default_value = "all")]
+    pub strategies: Vec<String>,
+
+    /// Runtime bases (`all`, debian, scratch).
+    #[arg(long = "base", value_delimiter = ',', num_args = 1.., default_value = "debian")]
+    pub bases: Vec<String>,
+
+    /// Compile modes (`all`, in-docker, prebuilt).
+    #[arg(long = "mode", value_delimiter = ',', num_args = 1.., default_value = "prebuilt")]
+    pub modes: Vec<String>,
+
+    /// Scenarios (`all`, cold, warm, change).
+    #[arg(long = "scenario", value_delimiter = ',', num_args = 1.., default_value = "all")]
+    pub scenarios: Vec<String>,
+
+    /// The worker whose source the change scenario edits by one line.
+    #[arg(long, default_value = "alert-manager")]
+    pub change_worker: String,
+
+    /// Build every image twice without cache and compare their layers.
+    #[arg(long)]
+    pub verify_reproducible: bool,
+
+    /// Directory of the per-image build logs.
+    #[arg(long, default_value = "target/fleetbench/logs/build")]
     pub logs: PathBuf,
 }
 
@@ -157,7 +191,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Bootstrap(args) => bootstrap(&config, &args, cli.json).await,
         Command::Generate(args) => generate(&args),
-        Command::Build => not_built("build", 4),
+        Command::Build(args) => build(&config, &args, cli.json).await,
         Command::Analyze(args) => analyze_command(&args, cli.json).await,
         Command::Run => not_built("run", 6),
         Command::Bench => not_built("bench", 7),
@@ -193,6 +227,201 @@ fn generate(args: &GenerateArgs) -> anyhow::Result<i32> {
         args.anomalies_out.display()
     );
     Ok(EXIT_OK)
+}
+
+/// Resolves a list of names where `all` means every value, naming the
+/// option and the accepted values when a name is unknown.
+fn pick<T: clap::ValueEnum + Copy + PartialEq>(
+    option: &str,
+    names: &[String],
+    all: &[T],
+) -> anyhow::Result<Vec<T>> {
+    let mut picked = Vec::new();
+    for name in names {
+        let found: Vec<T> = if name == "all" {
+            all.to_vec()
+        } else {
+            vec![T::from_str(name, true).map_err(|_| {
+                let known: Vec<String> = all
+                    .iter()
+                    .filter_map(|v| v.to_possible_value())
+                    .map(|v| v.get_name().to_string())
+                    .collect();
+                anyhow::anyhow!(
+                    "{option}: unknown value '{name}' (expected all, {})",
+                    known.join(", ")
+                )
+            })?]
+        };
+        for value in found {
+            if !picked.contains(&value) {
+                picked.push(value);
+            }
+        }
+    }
+    Ok(picked)
+}
+
+async fn build(config: &FleetConfig, args: &BuildArgs, json: bool) -> anyhow::Result<i32> {
+    let root = config.root();
+    let absolute = |path: &PathBuf| {
+        if path.is_absolute() {
+            path.clone()
+        } else {
+            root.join(path)
+        }
+    };
+    let options = BuildOptions {
+        strategies: pick("--strategy", &args.strategies, &Strategy::ALL)?,
+        bases: pick("--base", &args.bases, &Base::ALL)?,
+        modes: pick("--mode", &args.modes, &CompileMode::ALL)?,
+        scenarios: pick(
+            "--scenario",
+            &args.scenarios,
+            &[Scenario::Cold, Scenario::Warm, Scenario::Change],
+        )?,
+        change_worker: args.change_worker.clone(),
+        logs: absolute(&args.logs),
+        work: root.join("target/fleetbench/build"),
+    };
+    let engine = Engine::connect().await?;
+    if args.verify_reproducible {
+        let step = Step::start("building twice without cache");
+        let results =
+            builds::verify_reproducible(&engine, config, &options, |line| step.update(line))
+                .await?;
+        step.finish();
+        let failed = results.iter().filter(|r| !r.reproducible).count();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&results)?);
+        } else {
+            let mut table = Table::new();
+            table.load_preset(UTF8_FULL_CONDENSED);
+            table.set_header(["image", "reproducible", "differing layers and files"]);
+            for result in &results {
+                let detail = result
+                    .differing_layers
+                    .iter()
+                    .map(|layer| {
+                        let files = if layer.files.is_empty() {
+                            "same contents; metadata differs".to_string()
+                        } else {
+                            layer.files.join(", ")
+                        };
+                        format!("layer {}: {files}", layer.index)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                table.add_row(vec![
+                    Cell::new(&result.tag),
+                    Cell::new(if result.reproducible { "yes" } else { "NO" }),
+                    Cell::new(detail),
+                ]);
+            }
+            println!("{table}");
+            println!(
+                "{} of {} images reproducible",
+                results.len() - failed,
+                results.len()
+            );
+        }
+        return Ok(if failed == 0 { EXIT_OK } else { EXIT_ERROR });
+    }
+    let step = Step::start("building");
+    let report = builds::Builder::new(&engine, config, options.clone())
+        .run(|line| step.update(line))
+        .await?;
+    step.finish();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", build_table(&report));
+        for compile in &report.host_compiles {
+            println!(
+                "host cargo build --release ({}, {}): {}",
+                compile.base.name(),
+                compile.scenario.name(),
+                format_duration_ms(compile.elapsed_ms)
+            );
+        }
+        for &strategy in &options.strategies {
+            for &base in &options.bases {
+                for &mode in &options.modes {
+                    if options.scenarios.contains(&Scenario::Change) {
+                        let redeployed = report.redeployed(strategy, base, mode);
+                        println!(
+                            "{} {} {}: a change to {} redeploys {} image(s): {}",
+                            strategy.name(),
+                            base.name(),
+                            mode.name(),
+                            report.change_worker,
+                            redeployed.len(),
+                            redeployed.join(", ")
+                        );
+                    }
+                }
+            }
+        }
+        println!("build logs: {}", options.logs.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// One row per strategy, base, mode and scenario: summed build time, cache
+/// hits and images changed.
+fn build_table(report: &BuildReport) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "strategy",
+        "base",
+        "mode",
+        "scenario",
+        "images",
+        "time",
+        "cached steps",
+        "size",
+        "changed",
+    ]);
+    let mut groups: Vec<(Strategy, Base, CompileMode, Scenario)> = Vec::new();
+    for b in &report.builds {
+        let key = (b.strategy, b.base, b.mode, b.scenario);
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    for key in groups {
+        let rows: Vec<_> = report
+            .builds
+            .iter()
+            .filter(|b| (b.strategy, b.base, b.mode, b.scenario) == key)
+            .collect();
+        let elapsed: u64 = rows.iter().map(|b| b.elapsed_ms).sum();
+        let cached: usize = rows.iter().map(|b| b.cached_steps).sum();
+        let steps: usize = rows.iter().map(|b| b.total_steps).sum();
+        let size: u64 = rows.iter().map(|b| b.size_bytes).sum();
+        let changed = match key.3 {
+            Scenario::Change => rows
+                .iter()
+                .filter(|b| b.changed == Some(true))
+                .count()
+                .to_string(),
+            _ => "-".into(),
+        };
+        table.add_row(vec![
+            Cell::new(key.0.name()),
+            Cell::new(key.1.name()),
+            Cell::new(key.2.name()),
+            Cell::new(key.3.name()),
+            right(rows.len().to_string()),
+            right(format_duration_ms(elapsed)),
+            right(format!("{cached}/{steps}")),
+            right(format_bytes(size)),
+            right(changed),
+        ]);
+    }
+    table
 }
 
 fn not_built(command: &str, issue: u32) -> anyhow::Result<i32> {

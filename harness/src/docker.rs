@@ -74,6 +74,8 @@ pub struct ImageFacts {
     pub size_bytes: u64,
     /// The image's labels.
     pub labels: HashMap<String, String>,
+    /// Diff ids of its layers, bottom first.
+    pub layers: Vec<String>,
 }
 
 /// One finished build.
@@ -96,6 +98,8 @@ pub struct BuildRequest<'a> {
     pub image: &'a str,
     /// Path of the Dockerfile inside the context.
     pub dockerfile: &'a str,
+    /// The stage to build, for multi-stage files (the last one otherwise).
+    pub target: Option<&'a str>,
     /// The build context, as an uncompressed tar file.
     pub context_tar: &'a Path,
     /// `--build-arg` values.
@@ -148,6 +152,10 @@ impl Engine {
             Ok(inspect) => Ok(Some(ImageFacts {
                 id: inspect.id.unwrap_or_default(),
                 size_bytes: inspect.size.unwrap_or(0).max(0) as u64,
+                layers: inspect
+                    .root_fs
+                    .and_then(|root| root.layers)
+                    .unwrap_or_default(),
                 labels: inspect
                     .config
                     .and_then(|config| config.labels)
@@ -185,7 +193,11 @@ impl Engine {
         let mut log = tokio::fs::File::create(request.log_path)
             .await
             .map_err(io("creating build log", request.log_path))?;
-        let options = BuildImageOptionsBuilder::default()
+        let mut options = BuildImageOptionsBuilder::default();
+        if let Some(target) = request.target {
+            options = options.target(target);
+        }
+        let options = options
             .dockerfile(request.dockerfile)
             .t(request.image)
             .rm(true)

@@ -6,6 +6,7 @@
 
 pub mod analyze;
 pub mod bootstrap;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod context;
@@ -13,5 +14,6 @@ pub mod docker;
 pub mod feed;
 pub mod progress;
 pub mod services;
+pub mod strategy;
 pub mod telemetry;
 pub mod units;

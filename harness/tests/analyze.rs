@@ -99,6 +99,7 @@ impl TestImages {
         let request = BuildRequest {
             image: &tag,
             dockerfile: "Dockerfile",
+            target: None,
             context_tar: &context,
             build_args: HashMap::new(),
             labels: HashMap::new(),
