@@ -168,6 +168,8 @@ pub struct BuildOptions {
     pub scenarios: Vec<Scenario>,
     /// The worker whose source the change scenario edits.
     pub change_worker: String,
+    /// Build only the images of these names (all when empty).
+    pub only_images: Vec<String>,
     /// Directory of the per-image build logs.
     pub logs: PathBuf,
     /// Directory of contexts, vendored crates and prebuilt binaries.
@@ -386,7 +388,13 @@ impl<'a> Builder<'a> {
                     None
                 };
                 for &strategy in &self.options.strategies {
-                    let plans = strategy::images(strategy);
+                    let plans: Vec<ImagePlan> = strategy::images(strategy)
+                        .into_iter()
+                        .filter(|plan| {
+                            self.options.only_images.is_empty()
+                                || self.options.only_images.contains(&plan.name)
+                        })
+                        .collect();
                     let mut warm_ids = HashMap::new();
                     for scenario in [Scenario::Cold, Scenario::Warm, Scenario::Change] {
                         if !wants(scenario) {

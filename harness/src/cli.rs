@@ -118,6 +118,10 @@ pub struct BuildArgs {
     #[arg(long, default_value = "alert-manager")]
     pub change_worker: String,
 
+    /// Build only these images of each strategy (a worker's name, `unified`, `fleet`, ...).
+    #[arg(long = "only", value_delimiter = ',', value_name = "IMAGE")]
+    pub only: Vec<String>,
+
     /// Build every image twice without cache and compare their layers.
     #[arg(long)]
     pub verify_reproducible: bool,
@@ -281,6 +285,7 @@ async fn build(config: &FleetConfig, args: &BuildArgs, json: bool) -> anyhow::Re
             &[Scenario::Cold, Scenario::Warm, Scenario::Change],
         )?,
         change_worker: args.change_worker.clone(),
+        only_images: args.only.clone(),
         logs: absolute(&args.logs),
         work: root.join("target/fleetbench/build"),
     };
