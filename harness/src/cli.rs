@@ -70,7 +70,7 @@ pub enum Command {
     /// Analyse images and fleets: sizes, layers, sharing, waste.
     Analyze(AnalyzeArgs),
     /// Run the fleet of a strategy against the broker and PostgreSQL.
-    Run,
+    Run(RunArgs),
     /// Bootstrap, build, analyse, run and report in one command.
     Bench,
     /// Write the Markdown, JSON and chart reports of a run.
@@ -129,6 +129,42 @@ pub struct BuildArgs {
     /// Directory of the per-image build logs.
     #[arg(long, default_value = "target/fleetbench/logs/build")]
     pub logs: PathBuf,
+}
+
+/// Arguments of `fleetbench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Strategies to run, one after the other (`all`, or names).
+    #[arg(long = "strategy", value_delimiter = ',', num_args = 1.., default_value = "all")]
+    pub strategies: Vec<String>,
+
+    /// Runtime bases (`all`, debian, scratch).
+    #[arg(long = "base", value_delimiter = ',', num_args = 1.., default_value = "debian")]
+    pub bases: Vec<String>,
+
+    /// Runs of each strategy and base (min, median and max are reported).
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+
+    /// Feed a generated load of about this many events instead of the fixture.
+    #[arg(long)]
+    pub events: Option<usize>,
+
+    /// Feed at this many events per second (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<u64>,
+
+    /// Use this broker (host:port,...) instead of starting one.
+    #[arg(long)]
+    pub kafka: Option<String>,
+
+    /// Use this PostgreSQL (postgres://...) instead of starting one.
+    #[arg(long)]
+    pub database_url: Option<String>,
+
+    /// The fixture's expected outputs.
+    #[arg(long, default_value = "fixtures/expected/pipeline.json")]
+    pub expected: PathBuf,
 }
 
 /// Arguments of `fleetbench generate`.
@@ -197,7 +233,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Generate(args) => generate(&args),
         Command::Build(args) => build(&config, &args, cli.json).await,
         Command::Analyze(args) => analyze_command(&args, cli.json).await,
-        Command::Run => not_built("run", 6),
+        Command::Run(args) => run_command(&config, &args, cli.json).await,
         Command::Bench => not_built("bench", 7),
         Command::Report => not_built("report", 7),
         Command::Gate => not_built("gate", 7),
@@ -370,6 +406,154 @@ async fn build(config: &FleetConfig, args: &BuildArgs, json: bool) -> anyhow::Re
         println!("build logs: {}", options.logs.display());
     }
     Ok(EXIT_OK)
+}
+
+async fn run_command(config: &FleetConfig, args: &RunArgs, json: bool) -> anyhow::Result<i32> {
+    if args.repeat == 0 {
+        anyhow::bail!("--repeat: must be at least 1");
+    }
+    let root = config.root();
+    let (lines, is_fixture) = match args.events {
+        None => {
+            let path = root.join("fixtures/telemetry.jsonl");
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("reading the fixture {}: {e}", path.display()))?;
+            (text.lines().map(str::to_string).collect::<Vec<_>>(), true)
+        }
+        Some(events) => {
+            let path = root.join("fixtures/generator.toml");
+            let mut settings = telemetry::GeneratorSettings::load(&path)?;
+            let series = settings.sites.len()
+                * settings.services.len()
+                * settings.entities_per_service as usize
+                * settings.metrics.len();
+            let steps = events.div_ceil(series.max(1)) as u64;
+            settings.duration_s = (steps * u64::from(settings.interval_ms) / 1000).max(1) as u32;
+            let generated = telemetry::generate(&settings);
+            let lines = telemetry::to_json_lines(&generated.events)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            (lines, false)
+        }
+    };
+    let expected_path = if args.expected.is_absolute() {
+        args.expected.clone()
+    } else {
+        root.join(&args.expected)
+    };
+    let expected = if is_fixture {
+        Some(crate::verify::ExpectedOutputs::load(&expected_path)?)
+    } else {
+        None
+    };
+    let options = crate::run::RunOptions {
+        strategies: pick("--strategy", &args.strategies, &Strategy::ALL)?,
+        bases: pick("--base", &args.bases, &Base::ALL)?,
+        repeat: args.repeat,
+        lines,
+        is_fixture,
+        rate: args.rate,
+        kafka: args.kafka.clone(),
+        database_url: args.database_url.clone(),
+        expected,
+    };
+    let engine = Engine::connect().await?;
+    let step = Step::start("running");
+    let outcome = tokio::select! {
+        outcome = crate::run::run(&engine, config, &options, |line| step.update(line)) => outcome,
+        _ = tokio::signal::ctrl_c() => {
+            step.finish();
+            crate::run::remove_leftovers(&engine).await?;
+            anyhow::bail!("interrupted; every container the run started was removed");
+        }
+    };
+    step.finish();
+    let report = match outcome {
+        Ok(report) => report,
+        Err(error) => {
+            crate::run::remove_leftovers(&engine).await?;
+            return Err(error.into());
+        }
+    };
+    let verified =
+        report.identical_across_strategies && report.strategies.iter().all(|s| s.verified);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{}", run_table(&report));
+        println!(
+            "ceiling: broker {:.0} events/s (rdkafka alone), PostgreSQL {:.0} rows/s (batches of 500)",
+            report.ceiling.broker_eps, report.ceiling.postgres_rows_per_s
+        );
+        println!(
+            "results identical across strategies: {}",
+            if report.identical_across_strategies {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
+        for summary in &report.strategies {
+            for run in summary.runs.iter().filter(|r| !r.mismatches.is_empty()) {
+                for mismatch in &run.mismatches {
+                    println!(
+                        "{} {}: table {} differs from the expected outputs",
+                        summary.strategy.name(),
+                        summary.base.name(),
+                        mismatch.table
+                    );
+                }
+            }
+        }
+    }
+    Ok(if verified { EXIT_OK } else { EXIT_ERROR })
+}
+
+/// One row per strategy and base: medians with [min-max] of the repeats.
+fn run_table(report: &crate::run::RunReport) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "strategy",
+        "base",
+        "runs",
+        "events/s",
+        "of ceiling",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "startup (slowest)",
+        "memory (9 workers)",
+        "CPU s",
+        "verified",
+    ]);
+    let spread = |s: &crate::run::Spread, digits: usize| {
+        Cell::new(format!(
+            "{:.*} [{:.*}-{:.*}]",
+            digits, s.median, digits, s.min, digits, s.max
+        ))
+        .set_alignment(CellAlignment::Right)
+    };
+    for s in &report.strategies {
+        table.add_row(vec![
+            Cell::new(s.strategy.name()),
+            Cell::new(s.base.name()),
+            Cell::new(s.runs.len()).set_alignment(CellAlignment::Right),
+            spread(&s.throughput_eps, 0),
+            spread(&s.ceiling_ratio, 2),
+            spread(&s.latency_p50_ms, 0),
+            spread(&s.latency_p95_ms, 0),
+            spread(&s.latency_p99_ms, 0),
+            Cell::new(format!("{:.0} ms", s.startup_max_ms.median))
+                .set_alignment(CellAlignment::Right),
+            Cell::new(format_bytes(s.memory_total_bytes.median as u64))
+                .set_alignment(CellAlignment::Right),
+            spread(&s.cpu_total_seconds, 1),
+            Cell::new(if s.verified { "yes" } else { "NO" }),
+        ]);
+    }
+    table
 }
 
 /// One row per strategy, base, mode and scenario: summed build time, cache

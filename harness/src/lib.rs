@@ -14,6 +14,7 @@ pub mod docker;
 pub mod feed;
 pub mod pipeline;
 pub mod progress;
+pub mod run;
 pub mod services;
 pub mod strategy;
 pub mod telemetry;

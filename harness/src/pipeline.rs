@@ -110,13 +110,17 @@ pub fn topic_end(brokers: &str, topic: &str) -> Result<i64, PipelineError> {
 }
 
 /// The (group, topic, committed, end) of every stream worker input that is
-/// not yet consumed to its end.
+/// not yet consumed to its end; each worker's group is its name followed by
+/// `group_suffix`.
 pub fn pending_inputs(
     brokers: &str,
     partitions: i32,
+    group_suffix: &str,
 ) -> Result<Vec<(String, String, i64, i64)>, PipelineError> {
     let mut pending = Vec::new();
-    for (group, inputs) in STREAM_INPUTS {
+    for (worker, inputs) in STREAM_INPUTS {
+        let group = format!("{worker}{group_suffix}");
+        let group = group.as_str();
         for topic in inputs {
             let end = topic_end(brokers, topic)?;
             let committed = committed_total(brokers, group, topic, partitions).map_err(|e| {
@@ -141,6 +145,7 @@ pub async fn wait_until_finished(
     brokers: &str,
     pool: &PgPool,
     partitions: i32,
+    group_suffix: &str,
     settle: Duration,
     limit: Duration,
 ) -> Result<(Digests, Duration), PipelineError> {
@@ -148,7 +153,7 @@ pub async fn wait_until_finished(
     let mut last: Option<Digests> = None;
     let mut drained_at = None;
     loop {
-        let pending = pending_inputs(brokers, partitions)?;
+        let pending = pending_inputs(brokers, partitions, group_suffix)?;
         if pending.is_empty() {
             let drained = *drained_at.get_or_insert_with(|| started.elapsed());
             let digests = digest_results(pool).await?;

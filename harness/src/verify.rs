@@ -26,7 +26,8 @@ pub const SIGNIFICANT_DIGITS: usize = 9;
 pub const RESULT_TABLES: &[(&str, &[&str])] = &[
     // ingested_at: when the ingestor wrote the row (wall clock).
     ("measurements", &["ingested_at"]),
-    ("kpi_windows", &[]),
+    // written_at: when the KPI worker wrote the window (wall clock).
+    ("kpi_windows", &["written_at"]),
     ("anomaly_models", &[]),
     ("anomalies", &[]),
     ("forecasts", &[]),

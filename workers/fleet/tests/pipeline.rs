@@ -131,6 +131,7 @@ async fn run_pipeline(lines: &[String]) -> (Digests, Broker, Postgres) {
         &broker.bootstrap_servers,
         &pool,
         PARTITIONS,
+        "",
         Duration::from_secs(3),
         Duration::from_secs(300),
     )

@@ -35,7 +35,10 @@ CREATE TABLE kpi_windows (
     max          DOUBLE PRECISION NOT NULL,
     p95          DOUBLE PRECISION NOT NULL,
     error_rate   DOUBLE PRECISION NOT NULL,
-    published    BOOLEAN NOT NULL DEFAULT false
+    published    BOOLEAN NOT NULL DEFAULT false,
+    -- when the window was written (wall clock): what `fleetbench run`
+    -- measures the end-to-end latency of the events in it against.
+    written_at   TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX kpi_windows_series ON kpi_windows (entity, metric, window_start);
 CREATE INDEX kpi_windows_unpublished ON kpi_windows (window_id) WHERE NOT published;
