@@ -166,11 +166,20 @@ impl Forecaster {
     pub fn forecasts_of(&self, window: &KpiWindow, stored: &[Point]) -> Vec<Forecast> {
         let history = history_until(stored, window.window_start_ms, self.settings.history);
         if history.last().map(|p| p.start_ms) != Some(window.window_start_ms) {
-            warn!(worker = NAME, window_id = %window.window_id, "window not in kpi_windows; no forecast");
+            warn!(
+                worker = NAME,
+                window_id = %window.window_id,
+                "window not in kpi_windows; no forecast"
+            );
             return Vec::new();
         }
         if history.len() < self.settings.min_history {
-            debug!(worker = NAME, window_id = %window.window_id, history = history.len(), "too little history");
+            debug!(
+                worker = NAME,
+                window_id = %window.window_id,
+                history = history.len(),
+                "too little history for a forecast"
+            );
             return Vec::new();
         }
         let spec = ModelSpec {
