@@ -6,7 +6,12 @@
 use std::path::Path;
 
 /// Workers this binary can run, by name.
-const WORKERS: &[&str] = &[data_ingestor::NAME, kpi_worker::NAME];
+const WORKERS: &[&str] = &[
+    data_ingestor::NAME,
+    kpi_worker::NAME,
+    forecaster::NAME,
+    sla_reporter::NAME,
+];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
 fn worker_name(args: &[String]) -> Option<&str> {
@@ -24,6 +29,8 @@ async fn run(name: &str) -> i32 {
     match name {
         data_ingestor::NAME => data_ingestor::run_process().await,
         kpi_worker::NAME => kpi_worker::run_process().await,
+        forecaster::NAME => forecaster::run_process().await,
+        sla_reporter::NAME => sla_reporter::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",

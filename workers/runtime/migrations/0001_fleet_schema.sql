@@ -79,16 +79,25 @@ CREATE TABLE anomalies (
     model_version INTEGER
 );
 
--- forecaster: predicted next windows and capacity breaches.
+-- forecaster: predicted next windows and capacity breaches, one row per
+-- (window forecast from, predicted window). `published` is the outbox flag
+-- of breaching forecasts: set once the forecast is acknowledged on the
+-- forecasts topic (forecasts without a breach are never published).
 CREATE TABLE forecasts (
     forecast_id    TEXT PRIMARY KEY,
     series_key     TEXT NOT NULL,
-    made_from      TEXT NOT NULL,
+    entity         TEXT NOT NULL,
+    site           TEXT NOT NULL,
+    service        TEXT NOT NULL,
+    metric         TEXT NOT NULL,
+    made_from      TEXT NOT NULL REFERENCES kpi_windows (window_id),
     target_start   TIMESTAMPTZ NOT NULL,
     predicted      DOUBLE PRECISION NOT NULL,
     capacity       DOUBLE PRECISION,
-    breach         BOOLEAN NOT NULL
+    breach         BOOLEAN NOT NULL,
+    published      BOOLEAN NOT NULL DEFAULT false
 );
+CREATE INDEX forecasts_unpublished ON forecasts (forecast_id) WHERE breach AND NOT published;
 
 -- alert-manager: alerts after severity rules, suppression and flap damping.
 CREATE TABLE alerts (
@@ -119,16 +128,22 @@ CREATE TABLE incident_alerts (
     PRIMARY KEY (incident_id, alert_id)
 );
 
--- sla-reporter: SLO compliance and error-budget burn per service and day.
+-- sla-reporter: SLO compliance and error-budget burn per service and UTC
+-- day, from the service's latency windows (requests = measurements), with
+-- the targets the day was assessed against.
 CREATE TABLE sla_reports (
-    service             TEXT NOT NULL,
-    day                 DATE NOT NULL,
-    windows             BIGINT NOT NULL,
-    availability        DOUBLE PRECISION NOT NULL,
-    latency_p95_ms      DOUBLE PRECISION NOT NULL,
-    availability_met    BOOLEAN NOT NULL,
-    latency_met         BOOLEAN NOT NULL,
-    error_budget_burn   DOUBLE PRECISION NOT NULL,
+    service               TEXT NOT NULL,
+    day                   DATE NOT NULL,
+    windows               BIGINT NOT NULL,
+    requests              BIGINT NOT NULL,
+    errors                BIGINT NOT NULL,
+    availability          DOUBLE PRECISION NOT NULL,
+    latency_p95_ms        DOUBLE PRECISION NOT NULL,
+    availability_target   DOUBLE PRECISION NOT NULL,
+    latency_p95_target_ms DOUBLE PRECISION NOT NULL,
+    availability_met      BOOLEAN NOT NULL,
+    latency_met           BOOLEAN NOT NULL,
+    error_budget_burn     DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (service, day)
 );
 
