@@ -170,6 +170,9 @@ pub struct BuildOptions {
     pub change_worker: String,
     /// Build only the images of these names (all when empty).
     pub only_images: Vec<String>,
+    /// Cargo profile of the prebuilt mode's host compile (`release`; `dev`
+    /// for quick checks, whose images are not comparable).
+    pub profile: String,
     /// Directory of the per-image build logs.
     pub logs: PathBuf,
     /// Directory of contexts, vendored crates and prebuilt binaries.
@@ -607,35 +610,57 @@ impl<'a> Builder<'a> {
         Ok(dir)
     }
 
-    /// `cargo build --release` of the nine workers and the multi-call
-    /// binary in `tree`, for `base`; returns the binaries' directory.
+    /// `cargo build` of the workspace's binaries in `tree`, for `base`;
+    /// returns the binaries' directory. The user's tree builds into its own
+    /// `target/` (dynamic binaries next to what `cargo build` makes, static
+    /// ones below the target triple, as `+crt-static` needs `--target`), so
+    /// an up-to-date workspace costs nothing; the changed copy builds into a
+    /// target directory of its own, so that its binaries never replace the
+    /// user's.
     async fn host_compile(&self, tree: &Path, base: Base) -> Result<PathBuf, BuildError> {
-        let target_dir = self
-            .root
-            .join("target/fleetbench/prebuilt")
-            .join(base.name());
+        let profile = &self.options.profile;
+        let mut target_dir = if tree == self.root {
+            self.root.join("target")
+        } else {
+            self.root.join("target/fleetbench/change-target")
+        };
         let mut args = vec![
             "build".to_string(),
-            "--release".into(),
+            "--profile".into(),
+            profile.clone(),
             "--locked".into(),
-            "--target".into(),
-            TARGET_TRIPLE.into(),
+            "--workspace".into(),
+            "--bins".into(),
         ];
-        for package in WORKERS.iter().chain(["fleet"].iter()) {
-            args.push("-p".into());
-            args.push(package.to_string());
+        if base == Base::Scratch {
+            args.push("--target".into());
+            args.push(TARGET_TRIPLE.into());
         }
         let log = self
             .options
             .logs
-            .join(format!("cargo-release-{}.log", base.name()));
-        let env = [
-            ("CARGO_TARGET_DIR", target_dir.display().to_string()),
-            ("RUSTFLAGS", base.rustflags().to_string()),
-        ];
-        info!(base = base.name(), tree = %tree.display(), "compiling the workers on the host");
-        run_logged("cargo", &args, tree, &env, &log, "cargo build --release").await?;
-        Ok(target_dir.join(TARGET_TRIPLE).join("release"))
+            .join(format!("cargo-{profile}-{}.log", base.name()));
+        let mut env = vec![("CARGO_TARGET_DIR", target_dir.display().to_string())];
+        if base == Base::Scratch {
+            env.push(("RUSTFLAGS", base.rustflags().to_string()));
+            target_dir.push(TARGET_TRIPLE);
+        }
+        info!(base = base.name(), %profile, tree = %tree.display(), "compiling the workers on the host");
+        run_logged(
+            "cargo",
+            &args,
+            tree,
+            &env,
+            &log,
+            &format!("cargo build --profile {profile}"),
+        )
+        .await?;
+        let profile_dir = if profile == "dev" {
+            "debug"
+        } else {
+            profile.as_str()
+        };
+        Ok(target_dir.join(profile_dir))
     }
 
     #[allow(clippy::too_many_arguments)]

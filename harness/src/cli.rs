@@ -122,6 +122,11 @@ pub struct BuildArgs {
     #[arg(long = "only", value_delimiter = ',', value_name = "IMAGE")]
     pub only: Vec<String>,
 
+    /// Cargo profile of the prebuilt mode's host compile (`dev` is faster
+    /// to build, for checks; its images are not comparable with release ones).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
+
     /// Build every image twice without cache and compare their layers.
     #[arg(long)]
     pub verify_reproducible: bool,
@@ -322,6 +327,7 @@ async fn build(config: &FleetConfig, args: &BuildArgs, json: bool) -> anyhow::Re
         )?,
         change_worker: args.change_worker.clone(),
         only_images: args.only.clone(),
+        profile: args.profile.clone(),
         logs: absolute(&args.logs),
         work: root.join("target/fleetbench/build"),
     };
