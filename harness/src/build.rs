@@ -604,6 +604,8 @@ impl<'a> Builder<'a> {
             partial.display().to_string(),
         ];
         run_logged("cargo", &args, &self.root, &[], &log, "cargo vendor").await?;
+        let pruned = prune_windows_crates(&partial)?;
+        info!(crates = pruned, "emptied Windows-only vendored crates");
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&partial, &dir).map_err(io_error("moving vendored crates to", &dir))?;
         std::fs::write(dir.join(".complete"), "").map_err(io_error("marking", &dir))?;
@@ -767,6 +769,82 @@ impl<'a> Builder<'a> {
             ("SOURCE".into(), self.identity.source.clone()),
         ])
     }
+}
+
+/// Whether a vendored crate only ever builds for Windows targets: the
+/// `windows-*`, `windows_*` and `winapi*` families.
+pub fn is_windows_only(crate_dir: &str) -> bool {
+    crate_dir.starts_with("windows-")
+        || crate_dir.starts_with("windows_")
+        || crate_dir == "windows"
+        || crate_dir.starts_with("winapi")
+}
+
+/// Empties the Windows-only crates of a `cargo vendor` directory (a third of
+/// its bytes), as cargo-vendor-filterer does: cargo still reads their
+/// manifests to resolve the lock file, but never compiles them on Linux.
+/// Each keeps its manifest and build script, gets an empty library, and a
+/// checksum file that lists no files (cargo checks only what is listed).
+pub fn prune_windows_crates(vendor: &Path) -> Result<usize, BuildError> {
+    let mut pruned = 0;
+    for entry in std::fs::read_dir(vendor).map_err(io_error("listing", vendor))? {
+        let entry = entry.map_err(io_error("listing", vendor))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !is_windows_only(&name) {
+            continue;
+        }
+        let dir = entry.path();
+        let manifest = dir.join("Cargo.toml");
+        let text = std::fs::read_to_string(&manifest).map_err(io_error("reading", &manifest))?;
+        let parsed: toml::Table = toml::from_str(&text).map_err(|e| BuildError::Change {
+            worker: name.clone(),
+            problem: format!("vendored manifest {} does not parse: {e}", manifest.display()),
+        })?;
+        let lib_path = parsed
+            .get("lib")
+            .and_then(|lib| lib.get("path"))
+            .and_then(|path| path.as_str())
+            .unwrap_or("src/lib.rs")
+            .to_string();
+        let build_script = parsed
+            .get("package")
+            .and_then(|p| p.get("build"))
+            .and_then(|b| b.as_str())
+            .map(str::to_string);
+        let checksum_path = dir.join(".cargo-checksum.json");
+        let checksum: serde_json::Value = std::fs::read_to_string(&checksum_path)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let keep = |relative: &Path| {
+            relative == Path::new("Cargo.toml")
+                || build_script.as_deref().is_some_and(|b| relative == Path::new(b))
+                || (build_script.is_none() && relative == Path::new("build.rs"))
+        };
+        for child in std::fs::read_dir(&dir).map_err(io_error("listing", &dir))? {
+            let child = child.map_err(io_error("listing", &dir))?;
+            let relative = PathBuf::from(child.file_name());
+            if keep(&relative) {
+                continue;
+            }
+            let path = child.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path).map_err(io_error("removing", &path))?;
+            } else {
+                std::fs::remove_file(&path).map_err(io_error("removing", &path))?;
+            }
+        }
+        let lib = dir.join(&lib_path);
+        if let Some(parent) = lib.parent() {
+            std::fs::create_dir_all(parent).map_err(io_error("creating", parent))?;
+        }
+        std::fs::write(&lib, "").map_err(io_error("writing", &lib))?;
+        let stub = serde_json::json!({"files": {}, "package": checksum.get("package")});
+        std::fs::write(&checksum_path, stub.to_string())
+            .map_err(io_error("writing", &checksum_path))?;
+        pruned += 1;
+    }
+    Ok(pruned)
 }
 
 /// Copies `from` to `to` (replacing `to`), leaving out what `skip` names.
@@ -969,6 +1047,16 @@ mod tests {
         assert!(rules.ignores(Path::new("workers/a/build.log")));
         assert!(!rules.ignores(Path::new("workers/target-x/src/lib.rs")));
         assert!(!rules.ignores(Path::new("harness/src/main.rs")));
+    }
+
+    #[test]
+    fn only_windows_crate_families_are_pruned() {
+        for name in ["windows-sys-0.52.0", "windows_x86_64_gnu", "winapi", "windows"] {
+            assert!(is_windows_only(name), "{name}");
+        }
+        for name in ["windowed", "wasi", "win-crypto-ng", "tokio"] {
+            assert!(!is_windows_only(name), "{name}");
+        }
     }
 
     #[test]
