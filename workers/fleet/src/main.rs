@@ -6,7 +6,12 @@
 use std::path::Path;
 
 /// Workers this binary can run, by name.
-const WORKERS: &[&str] = &[data_ingestor::NAME, kpi_worker::NAME];
+const WORKERS: &[&str] = &[
+    data_ingestor::NAME,
+    kpi_worker::NAME,
+    alert_manager::NAME,
+    incident_correlator::NAME,
+];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
 fn worker_name(args: &[String]) -> Option<&str> {
@@ -24,6 +29,8 @@ async fn run(name: &str) -> i32 {
     match name {
         data_ingestor::NAME => data_ingestor::run_process().await,
         kpi_worker::NAME => kpi_worker::run_process().await,
+        alert_manager::NAME => alert_manager::run_process().await,
+        incident_correlator::NAME => incident_correlator::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",
