@@ -70,7 +70,7 @@ use tracing::{debug, info};
 
 pub use notification::Notification;
 use rules::{Rules, State};
-use store::AlertKey;
+use store::{AlertKey, Pending};
 
 /// The worker's name: consumer group, metrics label, log field.
 pub const NAME: &str = "alert-manager";
@@ -187,20 +187,7 @@ impl Processor for AlertManager {
         }
         let pending = store::unpublished(tx).await?;
         self.in_flight = pending.iter().map(|p| p.alert.alert_id.clone()).collect();
-        let mut outputs = Vec::with_capacity(pending.len());
-        for p in &pending {
-            let site_service = format!("{}|{}", p.alert.site, p.alert.service);
-            outputs.push(Output::json(ALERTS, site_service, &p.alert));
-            if p.state == State::Notified {
-                let notification = Notification::of(&p.alert, p.held);
-                outputs.push(Output::json(
-                    ALERT_NOTIFICATIONS,
-                    p.alert.entity.clone(),
-                    &notification,
-                ));
-            }
-        }
-        Ok(outputs)
+        Ok(outputs(&pending))
     }
 
     async fn published(&mut self, pool: &PgPool) -> Result<(), sqlx::Error> {
@@ -219,6 +206,25 @@ fn by_key(events: Vec<Alert>) -> BTreeMap<AlertKey, Vec<Alert>> {
         }
     }
     keys
+}
+
+/// What publishing `pending` means: every alert on `alerts`, keyed by
+/// `site|service`, and a notification, keyed by entity, for each notified one.
+fn outputs(pending: &[Pending]) -> Vec<Output> {
+    let mut outputs = Vec::with_capacity(pending.len());
+    for p in pending {
+        let site_service = format!("{}|{}", p.alert.site, p.alert.service);
+        outputs.push(Output::json(ALERTS, site_service, &p.alert));
+        if p.state == State::Notified {
+            let notification = Notification::of(&p.alert, p.held);
+            outputs.push(Output::json(
+                ALERT_NOTIFICATIONS,
+                p.alert.entity.clone(),
+                &notification,
+            ));
+        }
+    }
+    outputs
 }
 
 impl AlertManager {
@@ -311,8 +317,37 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_keeps_the_first_of_each_id_in_arrival_order_per_key() {
-        let alert = |id: &str, entity: &str, at: i64| Alert {
+    fn only_notified_alerts_are_notified_and_alerts_are_keyed_by_site_and_service() {
+        let pending = |id: &str, state| Pending {
+            alert: alert(id, "web-1", 0),
+            state,
+            held: 2,
+        };
+        let outputs = outputs(&[
+            pending("a", State::Notified),
+            pending("b", State::Suppressed),
+            pending("c", State::Flapping),
+        ]);
+        let routes: Vec<(&str, &str)> = outputs
+            .iter()
+            .map(|o| (o.topic.as_str(), o.key.as_str()))
+            .collect();
+        assert_eq!(
+            routes,
+            vec![
+                (ALERTS, "lon|web"),
+                (ALERT_NOTIFICATIONS, "web-1"),
+                (ALERTS, "lon|web"),
+                (ALERTS, "lon|web"),
+            ]
+        );
+        let notification: Notification = serde_json::from_slice(&outputs[1].payload).unwrap();
+        assert_eq!(notification.notification_id, "a");
+        assert_eq!(notification.held_while_flapping, 2);
+    }
+
+    fn alert(id: &str, entity: &str, at: i64) -> Alert {
+        Alert {
             alert_id: id.into(),
             source_id: id.into(),
             kind: "anomaly".into(),
@@ -323,7 +358,11 @@ mod tests {
             severity: "warning".into(),
             raised_at_ms: at,
             summary: String::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_batch_keeps_the_first_of_each_id_in_arrival_order_per_key() {
         let keys = by_key(vec![
             alert("b", "web-2", 5),
             alert("a", "web-1", 9),
