@@ -11,6 +11,8 @@ const WORKERS: &[&str] = &[
     kpi_worker::NAME,
     forecaster::NAME,
     sla_reporter::NAME,
+    alert_manager::NAME,
+    incident_correlator::NAME,
 ];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
@@ -31,6 +33,8 @@ async fn run(name: &str) -> i32 {
         kpi_worker::NAME => kpi_worker::run_process().await,
         forecaster::NAME => forecaster::run_process().await,
         sla_reporter::NAME => sla_reporter::run_process().await,
+        alert_manager::NAME => alert_manager::run_process().await,
+        incident_correlator::NAME => incident_correlator::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",

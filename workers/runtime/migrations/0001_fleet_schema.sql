@@ -100,6 +100,12 @@ CREATE TABLE forecasts (
 CREATE INDEX forecasts_unpublished ON forecasts (forecast_id) WHERE breach AND NOT published;
 
 -- alert-manager: alerts after severity rules, suppression and flap damping.
+-- `state` is what became of the alert (notified, suppressed as a repeat of
+-- an open episode, or held because its key flaps); `held` counts, on a
+-- notified alert, the flapping episodes held since the key's previous
+-- notification; `seq` orders the alerts of one (kind, entity, metric) as
+-- they were decided; `published` is the outbox flag of the alerts and
+-- alerts.notifications topics.
 CREATE TABLE alerts (
     alert_id    TEXT PRIMARY KEY,
     source_id   TEXT NOT NULL,
@@ -108,10 +114,17 @@ CREATE TABLE alerts (
     site        TEXT NOT NULL,
     service     TEXT NOT NULL,
     metric      TEXT NOT NULL,
-    severity    TEXT NOT NULL,
+    severity    TEXT NOT NULL CHECK (severity IN ('warning', 'critical')),
     raised_at   TIMESTAMPTZ NOT NULL,
-    summary     TEXT NOT NULL
+    summary     TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('notified', 'suppressed', 'flapping')),
+    held        BIGINT NOT NULL DEFAULT 0,
+    seq         BIGINT NOT NULL,
+    published   BOOLEAN NOT NULL DEFAULT false,
+    UNIQUE (kind, entity, metric, seq)
 );
+CREATE INDEX alerts_site_service ON alerts (site, service, raised_at);
+CREATE INDEX alerts_unpublished ON alerts (alert_id) WHERE NOT published;
 
 -- incident-correlator: alerts grouped by time and topology.
 CREATE TABLE incidents (
@@ -122,6 +135,7 @@ CREATE TABLE incidents (
     last_at     TIMESTAMPTZ NOT NULL,
     severity    TEXT NOT NULL
 );
+CREATE INDEX incidents_site_service ON incidents (site, service);
 CREATE TABLE incident_alerts (
     incident_id TEXT NOT NULL REFERENCES incidents (incident_id),
     alert_id    TEXT NOT NULL REFERENCES alerts (alert_id),
