@@ -394,12 +394,18 @@ type ForecastRow = (
     bool,
 );
 
-/// Breaching forecasts not yet acknowledged by the broker, oldest first.
+/// Breaching forecasts not yet acknowledged by the broker, in the order of
+/// the windows they were made from, then of their targets: the same order
+/// for a series whatever the batch boundaries, which the alert manager's
+/// suppression depends on.
 async fn unpublished_breaches(tx: &mut PgConnection) -> Result<Vec<Forecast>, sqlx::Error> {
     let rows: Vec<ForecastRow> = sqlx::query_as(
-        "SELECT forecast_id, series_key, entity, site, service, metric, made_from, \
-             round(extract(epoch FROM target_start) * 1000)::bigint, predicted, capacity, breach \
-         FROM forecasts WHERE breach AND NOT published ORDER BY target_start, forecast_id",
+        "SELECT f.forecast_id, f.series_key, f.entity, f.site, f.service, f.metric, f.made_from, \
+             round(extract(epoch FROM f.target_start) * 1000)::bigint, f.predicted, f.capacity, \
+             f.breach \
+         FROM forecasts f JOIN kpi_windows w ON w.window_id = f.made_from \
+         WHERE f.breach AND NOT f.published \
+         ORDER BY w.window_start, f.made_from, f.target_start",
     )
     .fetch_all(&mut *tx)
     .await?;
