@@ -143,7 +143,13 @@ impl Trainer {
         let points = window_means(pool, entity, metric, from_ms, to_ms).await?;
         let version = self.epochs.version(boundary_ms);
         if !self.epochs.is_trainable(points.len() as i64) {
-            debug!(worker = NAME, series = series_key, version, windows = points.len(), "too few windows to train");
+            debug!(
+                worker = NAME,
+                series = series_key,
+                version,
+                windows = points.len(),
+                "too few windows to train"
+            );
             return Ok(0);
         }
         let model = model::fit(&points, boundary_ms);

@@ -93,7 +93,10 @@ impl SeriesModel {
 pub fn fit(points: &[(i64, f64)], origin_ms: i64) -> SeriesModel {
     let values: Vec<f64> = points.iter().map(|p| p.1).collect();
     let level = median(&values).unwrap_or(0.0);
-    let span_ms = match (points.iter().map(|p| p.0).min(), points.iter().map(|p| p.0).max()) {
+    let span_ms = match (
+        points.iter().map(|p| p.0).min(),
+        points.iter().map(|p| p.0).max(),
+    ) {
         (Some(first), Some(last)) => last - first,
         _ => 0,
     };
@@ -141,7 +144,12 @@ fn level_model(points: &[(i64, f64)], origin_ms: i64, level: f64) -> SeriesModel
 
 /// `model` with its scale and counts taken from the residuals of the
 /// `kept` points.
-fn with_scale(mut model: SeriesModel, points: &[(i64, f64)], kept: &[bool], level: f64) -> SeriesModel {
+fn with_scale(
+    mut model: SeriesModel,
+    points: &[(i64, f64)],
+    kept: &[bool],
+    level: f64,
+) -> SeriesModel {
     let residuals: Vec<f64> = points
         .iter()
         .zip(kept)
@@ -217,7 +225,9 @@ mod tests {
         let mut state: u64 = 42;
         (0..n)
             .map(|_| {
-                state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
                 (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
             })
             .collect()
@@ -242,7 +252,10 @@ mod tests {
         assert_eq!(model.kind, ModelKind::Trend);
         assert!((model.trend_per_hour - 6.0).abs() < 1.5, "{model:?}");
         assert!((model.predict(origin + 10 * WINDOW_MS) - 101.0).abs() < 1.0);
-        assert!(model.residual_scale < 1.5 && model.residual_scale > 0.5, "{model:?}");
+        assert!(
+            model.residual_scale < 1.5 && model.residual_scale > 0.5,
+            "{model:?}"
+        );
     }
 
     #[test]
@@ -272,7 +285,11 @@ mod tests {
 
     #[test]
     fn too_few_windows_give_the_median_level() {
-        let points = [(START_MS, 10.0), (START_MS + WINDOW_MS, 12.0), (START_MS + 2 * WINDOW_MS, 11.0)];
+        let points = [
+            (START_MS, 10.0),
+            (START_MS + WINDOW_MS, 12.0),
+            (START_MS + 2 * WINDOW_MS, 11.0),
+        ];
         let model = fit(&points, START_MS + 3 * WINDOW_MS);
         assert_eq!(model.kind, ModelKind::Level);
         assert_eq!(model.predict(START_MS + 10 * WINDOW_MS), 11.0);

@@ -61,7 +61,9 @@ CREATE TABLE anomaly_models (
     PRIMARY KEY (series_key, version)
 );
 
--- anomaly-detector: scored windows that crossed the threshold.
+-- anomaly-detector: scored windows that crossed the threshold. `expected`
+-- is what the model or history predicted; `published` is the outbox flag,
+-- set once the anomaly is acknowledged on the anomalies topic.
 CREATE TABLE anomalies (
     window_id     TEXT PRIMARY KEY REFERENCES kpi_windows (window_id),
     series_key    TEXT NOT NULL,
@@ -71,10 +73,13 @@ CREATE TABLE anomalies (
     metric        TEXT NOT NULL,
     window_start  TIMESTAMPTZ NOT NULL,
     value         DOUBLE PRECISION NOT NULL,
+    expected      DOUBLE PRECISION NOT NULL,
     score         DOUBLE PRECISION NOT NULL,
     method        TEXT NOT NULL,
-    model_version INTEGER
+    model_version INTEGER,
+    published     BOOLEAN NOT NULL DEFAULT false
 );
+CREATE INDEX anomalies_unpublished ON anomalies (window_id) WHERE NOT published;
 
 -- forecaster: predicted next windows and capacity breaches.
 CREATE TABLE forecasts (
