@@ -3,7 +3,7 @@
 //! functions, unit tested and benchmarked.
 
 use model_trainer::model::SeriesModel;
-use model_trainer::robust::{floored_scale, mad_sigma, median};
+use model_trainer::robust::{floored_scale, median, trimmed_sigma};
 
 /// `method` of a score against a trained model.
 pub const METHOD_MODEL: &str = "model";
@@ -38,25 +38,25 @@ impl Score {
 }
 
 /// The score of the window starting at `window_start_ms` with mean `value`
-/// against `model`: its prediction and residual scale.
+/// against `model`: its prediction and prediction scale.
 pub fn against_model(model: &SeriesModel, window_start_ms: i64, value: f64) -> Score {
     let expected = model.predict(window_start_ms);
-    Score::of(
-        value,
-        expected,
-        floored_scale(model.residual_scale, expected),
-    )
+    let scale = model.prediction_scale(window_start_ms);
+    Score::of(value, expected, floored_scale(scale, expected))
 }
 
 /// The robust z-score of `value` against `history` (the means of the
-/// series' previous windows): distance from their median in MADs scaled to
-/// a standard deviation. `None` with fewer than `min_history` windows.
+/// series' previous windows): distance from their median in standard
+/// deviations of the history without its outliers (beyond 3.5 MADs), which
+/// a spike moves as little as the MAD but which is far less noisy on ten
+/// windows. `None` with fewer than `min_history` windows.
 pub fn robust_z(history: &[f64], value: f64, min_history: usize) -> Option<Score> {
-    if history.len() < min_history.max(1) {
+    if history.len() < min_history.max(2) {
         return None;
     }
     let center = median(history)?;
-    let scale = mad_sigma(history, center)?;
+    let n = history.len() as f64;
+    let scale = trimmed_sigma(history, 0)? * (1.0 + 1.0 / n).sqrt();
     Some(Score::of(value, center, floored_scale(scale, center)))
 }
 
@@ -113,12 +113,16 @@ mod tests {
             trend_per_hour: 10.0,
             daily: None,
             residual_scale: 2.0,
+            center_hours: 1.0,
+            spread_hours2: 1e12,
             fitted: 20,
             trimmed: 0,
         };
         let one_hour_on = against_model(&model, 3_600_000, 112.0);
         assert_eq!(one_hour_on.expected, 110.0);
-        assert_eq!(one_hour_on.score, 1.0);
+        assert!((one_hour_on.scale - 2.0 * 1.05f64.sqrt()).abs() < 1e-9);
+        let far_from_the_history = against_model(&model, 3_600_000 * 1_000_000, 0.0);
+        assert!(far_from_the_history.scale > 2.5, "{far_from_the_history:?}");
         assert!(against_model(&model, 3_600_000, 120.0).is_anomalous(4.0));
     }
 }

@@ -5,10 +5,12 @@
 //! Fitting trims outliers: after each least-squares fit, windows further
 //! than [`TRIM_Z`] robust standard deviations from the fit are left out
 //! and the fit is repeated, so a spike in the training history neither
-//! tilts the trend nor widens the scale. The scale is the MAD of the kept
-//! residuals, floored at 1% of the level. What the fit cannot tell: the
-//! uncertainty of the trend when it is extrapolated over the next epoch,
-//! which the score does not include.
+//! tilts the trend nor widens the scale. The scale is the standard
+//! deviation of the kept residuals, floored at 1% of the level. A
+//! prediction's scale adds the uncertainty of the level and of the trend
+//! extrapolated away from the history's centre (the textbook prediction
+//! interval of a line); for the daily terms it adds nothing, which is close
+//! enough for the half day of history they need.
 
 use linfa::prelude::*;
 use linfa::Dataset;
@@ -16,7 +18,7 @@ use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
-use crate::robust::{floored_scale, mad_sigma, median};
+use crate::robust::{floored_scale, mad_sigma, median, trimmed_sigma, TRIM_Z};
 
 /// Milliseconds in an hour, the unit of the trend.
 const HOUR_MS: f64 = 3_600_000.0;
@@ -26,9 +28,6 @@ const DAY_MS: i64 = 86_400_000;
 /// sine and cosine of a fraction of a day are nearly a line, collinear
 /// with the trend.
 pub const SEASONAL_MIN_SPAN_MS: i64 = DAY_MS / 2;
-/// Windows further than this many robust standard deviations from a fit
-/// are left out of the next one.
-pub const TRIM_Z: f64 = 3.5;
 /// Most fits per model (the first and the refits after trimming).
 const MAX_ROUNDS: usize = 5;
 
@@ -66,8 +65,13 @@ pub struct SeriesModel {
     pub trend_per_hour: f64,
     /// The daily cycle, when the history covered half a day.
     pub daily: Option<Daily>,
-    /// Robust standard deviation of the residuals of the kept windows.
+    /// Standard deviation of the residuals of the kept windows.
     pub residual_scale: f64,
+    /// Mean time of the kept windows, hours from the origin.
+    pub center_hours: f64,
+    /// Sum of the squared distances of the kept windows' times from
+    /// `center_hours`, hours²: how well the history pins the trend.
+    pub spread_hours2: f64,
     /// Windows in the final fit.
     pub fitted: usize,
     /// Windows left out as outliers.
@@ -84,6 +88,19 @@ impl SeriesModel {
             value += daily.sin * sin + daily.cos * cos;
         }
         value
+    }
+
+    /// The standard deviation of a new window at `ts_ms` around
+    /// [`predict`](Self::predict): the residual scale, widened by the
+    /// uncertainty of the fitted level and trend.
+    pub fn prediction_scale(&self, ts_ms: i64) -> f64 {
+        let n = self.fitted.max(1) as f64;
+        let mut variance = 1.0 + 1.0 / n;
+        if self.kind != ModelKind::Level && self.spread_hours2 > 0.0 {
+            let hours = (ts_ms - self.origin_ms) as f64 / HOUR_MS;
+            variance += (hours - self.center_hours).powi(2) / self.spread_hours2;
+        }
+        self.residual_scale * variance.sqrt()
     }
 }
 
@@ -137,30 +154,39 @@ fn level_model(points: &[(i64, f64)], origin_ms: i64, level: f64) -> SeriesModel
         trend_per_hour: 0.0,
         daily: None,
         residual_scale: floored_scale(scale, level),
+        center_hours: 0.0,
+        spread_hours2: 0.0,
         fitted: points.len(),
         trimmed: 0,
     }
 }
 
-/// `model` with its scale and counts taken from the residuals of the
-/// `kept` points.
+/// `model` with its scale, time spread and counts taken from the `kept`
+/// points.
 fn with_scale(
     mut model: SeriesModel,
     points: &[(i64, f64)],
     kept: &[bool],
     level: f64,
 ) -> SeriesModel {
-    let residuals: Vec<f64> = points
+    let kept: Vec<(i64, f64)> = points
         .iter()
         .zip(kept)
         .filter(|(_, keep)| **keep)
-        .map(|((ts, v), _)| v - model.predict(*ts))
+        .map(|(p, _)| *p)
         .collect();
-    let center = median(&residuals).unwrap_or(0.0);
-    let scale = mad_sigma(&residuals, center).unwrap_or(0.0);
+    let residuals: Vec<f64> = kept.iter().map(|(ts, v)| v - model.predict(*ts)).collect();
+    let coefficients = if model.daily.is_some() { 3 } else { 1 };
+    let scale = trimmed_sigma(&residuals, coefficients).unwrap_or(0.0);
+    let hours: Vec<f64> = kept
+        .iter()
+        .map(|(ts, _)| (ts - model.origin_ms) as f64 / HOUR_MS)
+        .collect();
+    model.center_hours = hours.iter().sum::<f64>() / hours.len().max(1) as f64;
+    model.spread_hours2 = hours.iter().map(|h| (h - model.center_hours).powi(2)).sum();
     model.residual_scale = floored_scale(scale, level);
-    model.fitted = residuals.len();
-    model.trimmed = points.len() - residuals.len();
+    model.fitted = kept.len();
+    model.trimmed = points.len() - kept.len();
     model
 }
 
@@ -197,6 +223,8 @@ fn regress(sample: &[(i64, f64)], origin_ms: i64, seasonal: bool) -> Option<Seri
             cos: params[2],
         }),
         residual_scale: 0.0,
+        center_hours: 0.0,
+        spread_hours2: 0.0,
         fitted: sample.len(),
         trimmed: 0,
     };

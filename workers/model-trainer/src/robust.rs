@@ -15,6 +15,10 @@ pub const MIN_RELATIVE_SCALE: f64 = 0.01;
 /// Smallest scale in absolute terms, for series whose level is zero.
 pub const MIN_ABSOLUTE_SCALE: f64 = 1e-6;
 
+/// Values further than this many robust standard deviations (MADs) from
+/// the median are outliers: left out of a spread and of a model's fit.
+pub const TRIM_Z: f64 = 3.5;
+
 /// The median of `values`, `None` when empty. NaNs sort last.
 pub fn median(values: &[f64]) -> Option<f64> {
     if values.is_empty() {
@@ -34,6 +38,24 @@ pub fn median(values: &[f64]) -> Option<f64> {
 pub fn mad_sigma(values: &[f64], center: f64) -> Option<f64> {
     let deviations: Vec<f64> = values.iter().map(|v| (v - center).abs()).collect();
     median(&deviations).map(|mad| mad * MAD_TO_SIGMA)
+}
+
+/// The standard deviation of `values` once the outliers (beyond [`TRIM_Z`]
+/// MADs from the median) are left out, with `fitted` degrees of freedom
+/// used beside the mean: as robust to a spike as the MAD, and much less
+/// noisy on a short history. `None` with too few values kept.
+pub fn trimmed_sigma(values: &[f64], fitted: usize) -> Option<f64> {
+    let center = median(values)?;
+    let limit = TRIM_Z * mad_sigma(values, center)?;
+    let kept: Vec<f64> = values
+        .iter()
+        .copied()
+        .filter(|v| (v - center).abs() <= limit)
+        .collect();
+    let dof = kept.len().checked_sub(fitted + 1).filter(|d| *d > 0)?;
+    let mean = kept.iter().sum::<f64>() / kept.len() as f64;
+    let squares: f64 = kept.iter().map(|v| (v - mean).powi(2)).sum();
+    Some((squares / dof as f64).sqrt())
 }
 
 /// `scale`, raised to the floor for a series at level `level`.
@@ -62,6 +84,17 @@ mod tests {
         let calm_sigma = mad_sigma(&calm, median(&calm).unwrap()).unwrap();
         let spiked_sigma = mad_sigma(&spiked, median(&spiked).unwrap()).unwrap();
         assert!((spiked_sigma - calm_sigma).abs() < 0.4 * calm_sigma);
+    }
+
+    #[test]
+    fn the_trimmed_sigma_ignores_a_spike() {
+        let calm = [10.0, 11.0, 9.0, 10.5, 9.5, 10.0, 10.2];
+        let mut spiked = calm.to_vec();
+        spiked.push(50.0);
+        let calm_sigma = trimmed_sigma(&calm, 0).unwrap();
+        assert_eq!(trimmed_sigma(&spiked, 0), Some(calm_sigma));
+        assert!((calm_sigma - 0.65).abs() < 0.01, "{calm_sigma}");
+        assert_eq!(trimmed_sigma(&[1.0], 0), None);
     }
 
     #[test]
