@@ -66,7 +66,7 @@ fn score(
 }
 
 #[test]
-fn the_scoring_rules_find_every_closed_injected_spike_without_false_alarms() {
+fn the_scoring_rules_find_every_closed_injected_spike_with_few_false_alarms() {
     let settings = Settings::default();
     let injected: HashSet<String> = serde_json::from_str::<Vec<serde_json::Value>>(
         &std::fs::read_to_string(root().join("fixtures/expected/anomalies.json")).unwrap(),
