@@ -46,6 +46,7 @@ fn scoring(c: &mut Criterion) {
         })
     });
     let means: Vec<f64> = history.iter().map(|p| p.1).collect();
+    group.throughput(Throughput::Elements((means.len() - 60) as u64));
     group.bench_function("robust_z_over_60_windows", |b| {
         b.iter(|| {
             (60..means.len())

@@ -11,14 +11,16 @@
 //!   method `model`, version = the epoch number. If the trainer has not
 //!   stored it yet, the batch is retried ([`ProcessError::NotReady`]);
 //! - otherwise the robust z-score of `W`'s mean against the means of the
-//!   series' previous `ANOMALY_HISTORY_WINDOWS` windows (median and MAD),
-//!   method `robust-z`, when there are at least `ANOMALY_MIN_HISTORY` of
-//!   them; with fewer the window is not scored.
+//!   series' previous `ANOMALY_HISTORY_WINDOWS` windows: the distance from
+//!   their median in standard deviations of the history without its
+//!   outliers (beyond 3.5 MADs; the raw MAD of ten windows is too noisy a
+//!   scale), method `robust-z`, when there are at least
+//!   `ANOMALY_MIN_HISTORY` of them; with fewer the window is not scored.
 //!
-//! Earlier anomalous windows are not left out of the history: the median
-//! and the MAD hardly move for one spike, and leaving them out would make
-//! a window's score depend on the detector's own earlier output. The
-//! trainer trims them from its fits instead.
+//! Earlier anomalous windows are not looked up to leave them out of the
+//! history: the median and the trimmed spread already ignore a spike, and
+//! looking them up would make a window's score depend on the detector's
+//! own earlier output. The trainer trims them from its fits the same way.
 //!
 //! Settings: `ANOMALY_THRESHOLD` (4.0, in robust standard deviations),
 //! `ANOMALY_MIN_HISTORY` (10), `ANOMALY_HISTORY_WINDOWS` (60),
