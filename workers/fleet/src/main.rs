@@ -13,6 +13,8 @@ const WORKERS: &[&str] = &[
     sla_reporter::NAME,
     alert_manager::NAME,
     incident_correlator::NAME,
+    anomaly_detector::NAME,
+    model_trainer::NAME,
 ];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
@@ -35,6 +37,8 @@ async fn run(name: &str) -> i32 {
         sla_reporter::NAME => sla_reporter::run_process().await,
         alert_manager::NAME => alert_manager::run_process().await,
         incident_correlator::NAME => incident_correlator::run_process().await,
+        anomaly_detector::NAME => anomaly_detector::run_process().await,
+        model_trainer::NAME => model_trainer::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",

@@ -64,7 +64,9 @@ CREATE TABLE anomaly_models (
     PRIMARY KEY (series_key, version)
 );
 
--- anomaly-detector: scored windows that crossed the threshold.
+-- anomaly-detector: scored windows that crossed the threshold. `expected`
+-- is what the model or history predicted; `published` is the outbox flag,
+-- set once the anomaly is acknowledged on the anomalies topic.
 CREATE TABLE anomalies (
     window_id     TEXT PRIMARY KEY REFERENCES kpi_windows (window_id),
     series_key    TEXT NOT NULL,
@@ -74,10 +76,13 @@ CREATE TABLE anomalies (
     metric        TEXT NOT NULL,
     window_start  TIMESTAMPTZ NOT NULL,
     value         DOUBLE PRECISION NOT NULL,
+    expected      DOUBLE PRECISION NOT NULL,
     score         DOUBLE PRECISION NOT NULL,
     method        TEXT NOT NULL,
-    model_version INTEGER
+    model_version INTEGER,
+    published     BOOLEAN NOT NULL DEFAULT false
 );
+CREATE INDEX anomalies_unpublished ON anomalies (window_id) WHERE NOT published;
 
 -- forecaster: predicted next windows and capacity breaches, one row per
 -- (window forecast from, predicted window). `published` is the outbox flag
