@@ -6,7 +6,11 @@
 use std::path::Path;
 
 /// Workers this binary can run, by name.
-const WORKERS: &[&str] = &[data_ingestor::NAME, kpi_worker::NAME];
+const WORKERS: &[&str] = &[
+    data_ingestor::NAME,
+    kpi_worker::NAME,
+    retention_compactor::NAME,
+];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
 fn worker_name(args: &[String]) -> Option<&str> {
@@ -24,6 +28,7 @@ async fn run(name: &str) -> i32 {
     match name {
         data_ingestor::NAME => data_ingestor::run_process().await,
         kpi_worker::NAME => kpi_worker::run_process().await,
+        retention_compactor::NAME => retention_compactor::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",

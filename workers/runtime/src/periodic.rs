@@ -6,7 +6,7 @@
 //! next tick finds what is left to do in the database.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sqlx::PgPool;
 use tracing::{info, warn};
