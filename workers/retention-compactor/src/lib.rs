@@ -183,15 +183,16 @@ impl Compactor {
     /// transaction; returns the rows moved and the rollups written.
     async fn move_batch(&self, pool: &PgPool, cutoff_ms: i64) -> Result<(i64, i64), sqlx::Error> {
         let mut tx = pool.begin().await?;
-        // Data-modifying CTEs run exactly once whether or not the final
-        // SELECT reads them: the delete and the upsert happen together.
+        // Oldest first, along the event_time index, so a batch covers few
+        // hours. Data-modifying CTEs run exactly once whether or not the
+        // final SELECT reads them: the delete and the upsert go together.
         let moved: (i64, i64) = sqlx::query_as(
             "WITH batch AS ( \
                  SELECT m.event_id FROM measurements m \
                  WHERE m.event_time < to_timestamp($1 / 1000.0) AND m.published \
                    AND EXISTS (SELECT 1 FROM kpi_progress p \
                                WHERE p.entity = m.entity AND p.metric = m.metric) \
-                 LIMIT $2 FOR UPDATE OF m SKIP LOCKED \
+                 ORDER BY m.event_time LIMIT $2 FOR UPDATE OF m SKIP LOCKED \
              ), gone AS ( \
                  DELETE FROM measurements m USING batch b WHERE m.event_id = b.event_id \
                  RETURNING m.entity, m.metric, m.value, m.event_time \
