@@ -184,8 +184,10 @@ impl Compactor {
     async fn move_batch(&self, pool: &PgPool, cutoff_ms: i64) -> Result<(i64, i64), sqlx::Error> {
         let mut tx = pool.begin().await?;
         // Oldest first, along the event_time index, so a batch covers few
-        // hours. Data-modifying CTEs run exactly once whether or not the
-        // final SELECT reads them: the delete and the upsert go together.
+        // hours. Rollups are upserted in key order, so two compactors
+        // merging into the same hours wait for each other instead of
+        // deadlocking. Data-modifying CTEs run exactly once whether or not
+        // the final SELECT reads them: the delete and the upsert go together.
         let moved: (i64, i64) = sqlx::query_as(
             "WITH batch AS ( \
                  SELECT m.event_id FROM measurements m \
@@ -200,7 +202,7 @@ impl Compactor {
                  INSERT INTO measurements_hourly AS h (entity, metric, hour, count, sum, min, max) \
                  SELECT entity, metric, date_trunc('hour', event_time, 'UTC'), \
                         count(*), sum(value), min(value), max(value) \
-                 FROM gone GROUP BY 1, 2, 3 \
+                 FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 \
                  ON CONFLICT (entity, metric, hour) DO UPDATE SET \
                      count = h.count + EXCLUDED.count, sum = h.sum + EXCLUDED.sum, \
                      min = LEAST(h.min, EXCLUDED.min), max = GREATEST(h.max, EXCLUDED.max) \
