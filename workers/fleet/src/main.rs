@@ -15,6 +15,7 @@ const WORKERS: &[&str] = &[
     incident_correlator::NAME,
     anomaly_detector::NAME,
     model_trainer::NAME,
+    retention_compactor::NAME,
 ];
 
 /// The worker named by `argv[0]`'s file name, or else by `argv[1]`.
@@ -39,6 +40,7 @@ async fn run(name: &str) -> i32 {
         incident_correlator::NAME => incident_correlator::run_process().await,
         anomaly_detector::NAME => anomaly_detector::run_process().await,
         model_trainer::NAME => model_trainer::run_process().await,
+        retention_compactor::NAME => retention_compactor::run_process().await,
         _ => {
             eprintln!(
                 "fleet: unknown worker '{name}'; known: {}",
