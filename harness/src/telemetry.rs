@@ -55,6 +55,12 @@ pub struct GeneratorSettings {
     pub anomalies: u32,
     /// Windows of history before the first possible anomaly.
     pub warmup_windows: u32,
+    /// Windows at the end of the stream without anomalies: an event-time
+    /// window closes only once later events pass its end plus the allowed
+    /// lateness, so the stream's last windows never close and a spike there
+    /// could not be detected.
+    #[serde(default)]
+    pub cooldown_windows: u32,
     /// Share of operations flagged as failed.
     pub error_rate: f64,
     /// Share of events sent twice.
@@ -224,7 +230,9 @@ fn place_anomalies(
     rng: &mut Rng,
 ) -> Vec<InjectedAnomaly> {
     let windows = settings.duration_s / settings.window_s;
-    let candidates = windows.saturating_sub(settings.warmup_windows) as usize;
+    let candidates = windows
+        .saturating_sub(settings.warmup_windows)
+        .saturating_sub(settings.cooldown_windows) as usize;
     let mut placed: Vec<InjectedAnomaly> = Vec::new();
     if candidates == 0 || all.is_empty() {
         return placed;
@@ -304,14 +312,18 @@ mod tests {
     }
 
     #[test]
-    fn anomalies_are_distinct_whole_windows_after_the_warm_up() {
+    fn anomalies_are_distinct_whole_windows_between_the_warm_up_and_the_cool_down() {
         let settings = shipped();
         let telemetry = generate(&settings);
         assert_eq!(telemetry.anomalies.len(), settings.anomalies as usize);
-        let earliest =
-            settings.start_ms + i64::from(settings.warmup_windows * settings.window_s) * 1000;
+        let window_ms = i64::from(settings.window_s) * 1000;
+        let earliest = settings.start_ms + i64::from(settings.warmup_windows) * window_ms;
+        let windows = i64::from(settings.duration_s / settings.window_s);
+        let last = settings.start_ms
+            + (windows - i64::from(settings.cooldown_windows) - 1) * window_ms;
         for anomaly in &telemetry.anomalies {
             assert!(anomaly.window_start_ms >= earliest, "{anomaly:?}");
+            assert!(anomaly.window_start_ms <= last, "{anomaly:?}");
             assert!((3.0..5.0).contains(&anomaly.factor), "{anomaly:?}");
         }
     }
