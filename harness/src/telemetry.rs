@@ -319,8 +319,8 @@ mod tests {
         let window_ms = i64::from(settings.window_s) * 1000;
         let earliest = settings.start_ms + i64::from(settings.warmup_windows) * window_ms;
         let windows = i64::from(settings.duration_s / settings.window_s);
-        let last = settings.start_ms
-            + (windows - i64::from(settings.cooldown_windows) - 1) * window_ms;
+        let last =
+            settings.start_ms + (windows - i64::from(settings.cooldown_windows) - 1) * window_ms;
         for anomaly in &telemetry.anomalies {
             assert!(anomaly.window_start_ms >= earliest, "{anomaly:?}");
             assert!(anomaly.window_start_ms <= last, "{anomaly:?}");

@@ -78,13 +78,7 @@ pub const NAME: &str = "alert-manager";
 /// Runs the alert manager as this process's worker, with its rules from
 /// the environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match AlertManager::from_env() {
-        Ok(worker) => fleet_runtime::run_process(worker).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, AlertManager::from_env()).await
 }
 
 /// The alert manager, with its rules.

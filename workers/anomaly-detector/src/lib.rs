@@ -56,13 +56,7 @@ pub const NAME: &str = "anomaly-detector";
 /// Runs the detector as this process's worker, with its settings from the
 /// environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match Detector::from_env() {
-        Ok(detector) => fleet_runtime::run_process(detector).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, Detector::from_env()).await
 }
 
 /// How windows are scored.

@@ -106,7 +106,28 @@ impl Fleet {
 
 /// Runs the whole fleet on `lines`; returns the digests of the result
 /// tables and the broker (for reading dead letters).
-async fn run_pipeline(lines: &[String]) -> (Digests, Broker, Postgres) {
+async fn run_pipeline(lines: &[String], label: &str) -> (Digests, Broker, Postgres) {
+    let (digests, broker, postgres) = run_pipeline_inner(lines).await;
+    // Every result row in canonical form, kept in target/ for a diff between
+    // two runs when a checksum differs (the databases are gone by then).
+    let pool = sqlx::PgPool::connect(&postgres.url).await.unwrap();
+    let mut dump = String::new();
+    for (table, skip) in fleetbench::verify::RESULT_TABLES {
+        let rows = fleetbench::verify::canonical_rows(&pool, table, skip)
+            .await
+            .unwrap_or_default();
+        for row in rows {
+            dump.push_str(&format!("{table}\t{row}\n"));
+        }
+    }
+    let path = root().join(format!("target/fleetbench/pipeline-{label}.rows"));
+    let _ = std::fs::create_dir_all(path.parent().unwrap());
+    std::fs::write(&path, dump).unwrap();
+    println!("result rows written to {}", path.display());
+    (digests, broker, postgres)
+}
+
+async fn run_pipeline_inner(lines: &[String]) -> (Digests, Broker, Postgres) {
     let fleet = FleetConfig::load(&root().join("fleetbench.toml")).expect("fleetbench.toml loads");
     let engine = Engine::connect().await.expect("a Docker Engine answers");
     let placement = Placement::default();
@@ -163,7 +184,7 @@ fn assert_expected(digests: &Digests) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_whole_pipeline_on_the_fixture_gives_the_expected_results() {
-    let (digests, _broker, _postgres) = run_pipeline(&fixture_lines()).await;
+    let (digests, _broker, _postgres) = run_pipeline(&fixture_lines(), "clean").await;
     for (table, digest) in &digests {
         println!("{table}: {} rows, {}", digest.rows, digest.sha256);
     }
@@ -204,7 +225,7 @@ fn poison(count: usize) -> Vec<String> {
         |i: usize| {
             format!(
                 "{{\"event_id\":\"poison-{i}\",\"ts_ms\":1767225600000,\"entity\":\"lon-auth-1\",\
-                 \"site\":\"lon\",\"service\":\"auth\",\"metric\":\"cpu\",\"value\":5000.0,\
+                 \"site\":\"lon\",\"service\":\"auth\",\"metric\":\"cpu\",\"value\":50000.0,\
                  \"unit\":\"percent\",\"error\":false}}"
             )
         },
@@ -226,7 +247,7 @@ async fn one_percent_poison_is_dead_lettered_with_reasons_and_changes_no_result(
             }
         }
     }
-    let (digests, broker, _postgres) = run_pipeline(&lines).await;
+    let (digests, broker, _postgres) = run_pipeline(&lines, "poison").await;
     assert_expected(&digests);
 
     let consumer: BaseConsumer = ClientConfig::new()

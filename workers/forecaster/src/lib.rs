@@ -49,13 +49,7 @@ pub const CAPACITIES: [(&str, &str, Option<f64>); 4] = [
 /// Runs the forecaster as this process's worker, with its settings from
 /// the environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match Settings::from_env() {
-        Ok(settings) => fleet_runtime::run_process(Forecaster::new(settings)).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, Settings::from_env().map(Forecaster::new)).await
 }
 
 /// How the forecaster fits and what it calls a breach.

@@ -50,13 +50,7 @@ pub const NAME: &str = "incident-correlator";
 /// Runs the correlator as this process's worker, with its gap from the
 /// environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match Correlator::from_env() {
-        Ok(worker) => fleet_runtime::run_process(worker).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, Correlator::from_env()).await
 }
 
 /// The incident correlator, with its gap.

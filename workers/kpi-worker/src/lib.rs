@@ -28,13 +28,7 @@ pub const NAME: &str = "kpi-worker";
 /// Runs the KPI worker as this process's worker, with its window settings
 /// from the environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match KpiWorker::from_env() {
-        Ok(worker) => fleet_runtime::run_process(worker).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, KpiWorker::from_env()).await
 }
 
 /// The KPI worker, with its window length and allowed lateness.

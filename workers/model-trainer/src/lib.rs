@@ -41,13 +41,7 @@ pub const NAME: &str = "model-trainer";
 /// Runs the trainer as this process's worker, with its settings from the
 /// environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match Trainer::from_env() {
-        Ok(trainer) => fleet_runtime::run_periodic_process(trainer).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_periodic_configured(NAME, Trainer::from_env()).await
 }
 
 /// The trainer, with its epoch settings.

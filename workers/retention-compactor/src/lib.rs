@@ -57,13 +57,7 @@ pub const NAME: &str = "retention-compactor";
 /// Runs the compactor as this process's worker, with its retention settings
 /// from the environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match Compactor::from_env() {
-        Ok(compactor) => fleet_runtime::run_periodic_process(compactor).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_periodic_configured(NAME, Compactor::from_env()).await
 }
 
 /// A failed compaction, naming the step and the object.

@@ -23,7 +23,8 @@ pub mod shutdown;
 pub mod worker;
 
 pub use config::{ConfigError, PeriodicConfig, RuntimeConfig};
-pub use periodic::{run_periodic, run_periodic_process, Task};
+pub use periodic::{run_periodic, run_periodic_configured, run_periodic_process, Task};
 pub use worker::{
-    run, run_process, run_until_committed, Outcome, Output, ProcessError, Processor, RuntimeError,
+    run, run_configured, run_process, run_until_committed, Outcome, Output, ProcessError,
+    Processor, RuntimeError,
 };

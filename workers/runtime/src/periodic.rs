@@ -11,7 +11,7 @@ use std::time::Instant;
 use sqlx::PgPool;
 use tracing::{info, warn};
 
-use crate::config::PeriodicConfig;
+use crate::config::{ConfigError, PeriodicConfig};
 use crate::db;
 use crate::metrics::{self, Metrics};
 use crate::shutdown::Shutdown;
@@ -98,6 +98,19 @@ pub async fn run_periodic_process<T: Task>(task: T) -> i32 {
         Err(error) => {
             tracing::error!(worker = name, %error, "stopped");
             1
+        }
+    }
+}
+
+/// Runs the periodic worker `name` as this process's worker once its own
+/// settings are read: a settings error is printed naming the variable and
+/// gives exit code 2.
+pub async fn run_periodic_configured<T: Task>(name: &str, task: Result<T, ConfigError>) -> i32 {
+    match task {
+        Ok(task) => run_periodic_process(task).await,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            2
         }
     }
 }

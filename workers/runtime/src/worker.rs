@@ -206,6 +206,19 @@ pub async fn run_process<P: Processor>(processor: P) -> i32 {
     }
 }
 
+/// Runs the worker `name` as this process's worker once its own settings
+/// are read: a settings error is printed naming the variable and gives exit
+/// code 2, as a runtime configuration error does.
+pub async fn run_configured<P: Processor>(name: &str, processor: Result<P, ConfigError>) -> i32 {
+    match processor {
+        Ok(processor) => run_process(processor).await,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            2
+        }
+    }
+}
+
 /// Runs `processor` in this process until its group has committed
 /// `messages` offsets on the `partitions` partitions of `topic` (or
 /// `timeout` passes), then stops it as SIGTERM would. For tests and for

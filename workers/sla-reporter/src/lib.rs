@@ -48,13 +48,7 @@ pub const LATENCY_METRIC: &str = "latency";
 /// Runs the SLA reporter as this process's worker, with its targets from
 /// the environment; returns the exit code.
 pub async fn run_process() -> i32 {
-    match SlaReporter::from_env() {
-        Ok(reporter) => fleet_runtime::run_process(reporter).await,
-        Err(error) => {
-            eprintln!("{NAME}: {error}");
-            2
-        }
-    }
+    fleet_runtime::run_configured(NAME, SlaReporter::from_env()).await
 }
 
 /// The SLA reporter and the targets it holds services to.
