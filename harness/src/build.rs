@@ -341,6 +341,15 @@ pub fn change_source(worker: &str, source: &str) -> Result<String, BuildError> {
     ))
 }
 
+/// What the images of one compile mode are built from.
+enum Context {
+    /// One source context for every image (in-docker).
+    Tar(PathBuf),
+    /// The directory of host-compiled binaries (prebuilt); each image gets a
+    /// context with only its own.
+    Binaries(PathBuf),
+}
+
 /// Builds what `options` asks for, calling `progress` with a line per step.
 pub struct Builder<'a> {
     engine: &'a Engine,
@@ -403,9 +412,9 @@ impl<'a> Builder<'a> {
                         if !wants(scenario) {
                             continue;
                         }
-                        let tar = match scenario {
-                            Scenario::Change => changed.as_deref().unwrap_or(&context),
-                            _ => &context,
+                        let (source, is_change) = match (scenario, &changed) {
+                            (Scenario::Change, Some(changed)) => (changed, true),
+                            _ => (&context, false),
                         };
                         let mut seen_files = BTreeSet::new();
                         for plan in &plans {
@@ -419,8 +428,14 @@ impl<'a> Builder<'a> {
                                 scenario.name(),
                                 plan.name
                             ));
+                            let tar = match source {
+                                Context::Tar(tar) => tar.clone(),
+                                Context::Binaries(dir) => {
+                                    self.prebuilt_context(base, is_change, plan, dir)?
+                                }
+                            };
                             let mut build = self
-                                .build_image(strategy, base, mode, scenario, plan, tar, no_cache)
+                                .build_image(strategy, base, mode, scenario, plan, &tar, no_cache)
                                 .await?;
                             if scenario == Scenario::Change {
                                 build.changed =
@@ -444,7 +459,7 @@ impl<'a> Builder<'a> {
         base: Base,
         changed: bool,
         report: &mut BuildReport,
-    ) -> Result<PathBuf, BuildError> {
+    ) -> Result<Context, BuildError> {
         let suffix = if changed { "-change" } else { "" };
         match mode {
             CompileMode::InDocker => {
@@ -458,7 +473,7 @@ impl<'a> Builder<'a> {
                     };
                     self.write_source_context(&tar, &vendor, change.as_ref())?;
                 }
-                Ok(tar)
+                Ok(Context::Tar(tar))
             }
             CompileMode::Prebuilt => {
                 let tree = if changed {
@@ -477,25 +492,36 @@ impl<'a> Builder<'a> {
                     },
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
-                let tar = self
-                    .options
-                    .work
-                    .join(format!("prebuilt-{}{suffix}.tar", base.name()));
-                let mut context = ContextTar::create(&tar, self.identity.epoch)?;
-                let skip = |_: &Path| false;
-                context.add_dir("dockerfiles", &self.root.join("dockerfiles"), &skip)?;
-                let mut binaries: Vec<&str> = WORKERS.to_vec();
-                binaries.push("fleet");
-                for binary in binaries {
-                    context.add_file(
-                        &format!("prebuilt/{TARGET_TRIPLE}/{binary}"),
-                        &bin_dir.join(binary),
-                    )?;
-                }
-                context.finish()?;
-                Ok(tar)
+                Ok(Context::Binaries(bin_dir))
             }
         }
+    }
+
+    /// A prebuilt context: the Dockerfiles and only the binaries `plan`
+    /// packages, so that no image build uploads the others.
+    fn prebuilt_context(
+        &self,
+        base: Base,
+        changed: bool,
+        plan: &ImagePlan,
+        bin_dir: &Path,
+    ) -> Result<PathBuf, BuildError> {
+        let suffix = if changed { "-change" } else { "" };
+        let tar = self.options.work.join(format!(
+            "prebuilt-{}{suffix}-{}.tar",
+            base.name(),
+            plan.name
+        ));
+        let mut context = ContextTar::create(&tar, self.identity.epoch)?;
+        context.add_dir("dockerfiles", &self.root.join("dockerfiles"), &|_| false)?;
+        for binary in &plan.binaries {
+            context.add_file(
+                &format!("prebuilt/{TARGET_TRIPLE}/{binary}"),
+                &bin_dir.join(binary),
+            )?;
+        }
+        context.finish()?;
+        Ok(tar)
     }
 
     /// The changed worker's `src/lib.rs`, as (path in the tree, new text).
@@ -647,6 +673,19 @@ impl<'a> Builder<'a> {
             env.push(("RUSTFLAGS", base.rustflags().to_string()));
             target_dir.push(TARGET_TRIPLE);
         }
+        let profile_dir = if profile == "dev" {
+            "debug"
+        } else {
+            profile.as_str()
+        };
+        if tree != self.root {
+            let ours = self.root.join("target").join(
+                target_dir
+                    .strip_prefix(self.root.join("target/fleetbench/change-target"))
+                    .unwrap_or(Path::new("")),
+            );
+            seed_target(&ours.join(profile_dir), &target_dir.join(profile_dir)).await?;
+        }
         info!(base = base.name(), %profile, tree = %tree.display(), "compiling the workers on the host");
         run_logged(
             "cargo",
@@ -657,11 +696,6 @@ impl<'a> Builder<'a> {
             &format!("cargo build --profile {profile}"),
         )
         .await?;
-        let profile_dir = if profile == "dev" {
-            "debug"
-        } else {
-            profile.as_str()
-        };
         Ok(target_dir.join(profile_dir))
     }
 
@@ -771,6 +805,37 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// Seeds the changed copy's target directory `to` with the workspace's
+/// compiled dependencies from `from` (mtimes kept, so cargo's fingerprints
+/// hold) the first time, so that the change scenario measures what a
+/// developer waits for after a one-line edit: the workspace's own crates
+/// compiled again, not the whole dependency tree.
+async fn seed_target(from: &Path, to: &Path) -> Result<(), BuildError> {
+    if to.exists() || !from.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io_error("creating directory", parent))?;
+    }
+    info!(from = %from.display(), to = %to.display(), "seeding the change target with the compiled dependencies");
+    let status = tokio::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .await
+        .map_err(io_error("running cp -a for", from))?;
+    if !status.success() {
+        let _ = std::fs::remove_dir_all(to);
+        return Err(BuildError::Io {
+            operation: "copying the compiled dependencies",
+            path: from.to_path_buf(),
+            source: std::io::Error::other(format!("cp -a exited with {status}")),
+        });
+    }
+    Ok(())
+}
+
 /// Whether a vendored crate only ever builds for Windows targets: the
 /// `windows-*`, `windows_*` and `winapi*` families.
 pub fn is_windows_only(crate_dir: &str) -> bool {
@@ -798,7 +863,10 @@ pub fn prune_windows_crates(vendor: &Path) -> Result<usize, BuildError> {
         let text = std::fs::read_to_string(&manifest).map_err(io_error("reading", &manifest))?;
         let parsed: toml::Table = toml::from_str(&text).map_err(|e| BuildError::Change {
             worker: name.clone(),
-            problem: format!("vendored manifest {} does not parse: {e}", manifest.display()),
+            problem: format!(
+                "vendored manifest {} does not parse: {e}",
+                manifest.display()
+            ),
         })?;
         let lib_path = parsed
             .get("lib")
@@ -818,7 +886,9 @@ pub fn prune_windows_crates(vendor: &Path) -> Result<usize, BuildError> {
             .unwrap_or_default();
         let keep = |relative: &Path| {
             relative == Path::new("Cargo.toml")
-                || build_script.as_deref().is_some_and(|b| relative == Path::new(b))
+                || build_script
+                    .as_deref()
+                    .is_some_and(|b| relative == Path::new(b))
                 || (build_script.is_none() && relative == Path::new("build.rs"))
         };
         for child in std::fs::read_dir(&dir).map_err(io_error("listing", &dir))? {
@@ -1051,7 +1121,12 @@ mod tests {
 
     #[test]
     fn only_windows_crate_families_are_pruned() {
-        for name in ["windows-sys-0.52.0", "windows_x86_64_gnu", "winapi", "windows"] {
+        for name in [
+            "windows-sys-0.52.0",
+            "windows_x86_64_gnu",
+            "winapi",
+            "windows",
+        ] {
             assert!(is_windows_only(name), "{name}");
         }
         for name in ["windowed", "wasi", "win-crypto-ng", "tokio"] {

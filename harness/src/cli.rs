@@ -1,17 +1,20 @@
 //! Command-line interface: the arguments of every subcommand, and the code
 //! that runs each one and prints its human or JSON output.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, Table};
 
 use crate::analyze;
+use crate::bench;
 use crate::bootstrap::{self, Action, Bootstrap, ImageOutcome};
 use crate::build::{self as builds, BuildOptions, BuildReport, CompileMode, Scenario};
 use crate::config::{FleetConfig, ImageSource};
 use crate::docker::Engine;
+use crate::gate;
 use crate::progress::Step;
+use crate::report::{BenchReport, MetricKind};
 use crate::strategy::{Base, Strategy};
 use crate::telemetry;
 use crate::units::{format_bytes, format_duration_ms};
@@ -72,11 +75,76 @@ pub enum Command {
     /// Run the fleet of a strategy against the broker and PostgreSQL.
     Run(RunArgs),
     /// Bootstrap, build, analyse, run and report in one command.
-    Bench,
-    /// Write the Markdown, JSON and chart reports of a run.
-    Report,
+    Bench(BenchArgs),
+    /// Write the Markdown and chart renderings of a bench report again.
+    Report(ReportArgs),
     /// Compare a report with a baseline and fail on regressions.
-    Gate,
+    Gate(GateArgs),
+}
+
+/// Arguments of `fleetbench bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Package binaries compiled once on the host, measure once (the default).
+    #[arg(long, conflicts_with = "full")]
+    pub quick: bool,
+
+    /// Compile inside Docker as each Dockerfile does, repeat everything three times.
+    #[arg(long)]
+    pub full: bool,
+
+    /// Strategies (`all`, or names); default: `[bench] strategies` of fleetbench.toml.
+    #[arg(long = "strategy", value_delimiter = ',', num_args = 1..)]
+    pub strategies: Vec<String>,
+
+    /// Bases (`all`, debian, scratch); default: `[bench] bases` of fleetbench.toml.
+    #[arg(long = "base", value_delimiter = ',', num_args = 1..)]
+    pub bases: Vec<String>,
+
+    /// Cargo profile of the host compile in quick mode (`dev` is faster to
+    /// build; its figures are comparable only with other `dev` benches).
+    #[arg(long, default_value = "release")]
+    pub profile: String,
+
+    /// Measure sizes and builds only; do not run the fleet.
+    #[arg(long)]
+    pub no_run: bool,
+
+    /// Directory the reports go into.
+    #[arg(long, default_value = "reports")]
+    pub reports: PathBuf,
+}
+
+/// Arguments of `fleetbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A bench's `report.json`, or the directory holding it.
+    #[arg(default_value = "reports/latest")]
+    pub report: PathBuf,
+
+    /// Where the Markdown and charts go (default: beside the report).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Arguments of `fleetbench gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The committed baseline.
+    #[arg(long, default_value = "fixtures/baseline.json")]
+    pub baseline: PathBuf,
+
+    /// The report to check: a `report.json` or the directory holding it.
+    #[arg(default_value = "reports/latest")]
+    pub report: PathBuf,
+
+    /// Write the report's metrics as the new baseline instead of comparing.
+    #[arg(long)]
+    pub update_baseline: bool,
+
+    /// List every metric, not only those that did not pass plainly.
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// Arguments of `fleetbench bootstrap`.
@@ -239,9 +307,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Build(args) => build(&config, &args, cli.json).await,
         Command::Analyze(args) => analyze_command(&args, cli.json).await,
         Command::Run(args) => run_command(&config, &args, cli.json).await,
-        Command::Bench => not_built("bench", 7),
-        Command::Report => not_built("report", 7),
-        Command::Gate => not_built("gate", 7),
+        Command::Bench(args) => bench_command(&config, &args, cli.json).await,
+        Command::Report(args) => report_command(&config, &args),
+        Command::Gate(args) => gate_command(&config, &args, cli.json),
     }
 }
 
@@ -619,12 +687,228 @@ fn build_table(report: &BuildReport) -> Table {
     table
 }
 
-fn not_built(command: &str, issue: u32) -> anyhow::Result<i32> {
-    eprintln!(
-        "fleetbench {command}: not built yet (tracked in issue {issue}); \
-         only `fleetbench bootstrap` works in this version"
-    );
-    Ok(EXIT_ERROR)
+/// A path from the command line, relative to the project root.
+fn from_root(config: &FleetConfig, path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        config.root().join(path)
+    }
+}
+
+/// A report argument: a `report.json`, or a directory holding one.
+fn report_file(config: &FleetConfig, path: &Path) -> PathBuf {
+    let path = from_root(config, path);
+    if path.is_dir() {
+        path.join("report.json")
+    } else {
+        path
+    }
+}
+
+async fn bench_command(config: &FleetConfig, args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
+    let strategies = if args.strategies.is_empty() {
+        config.bench.strategies.clone()
+    } else {
+        pick("--strategy", &args.strategies, &Strategy::ALL)?
+    };
+    let bases = if args.bases.is_empty() {
+        config.bench.bases.clone()
+    } else {
+        pick("--base", &args.bases, &Base::ALL)?
+    };
+    let options = bench::BenchOptions {
+        full: args.full,
+        strategies,
+        bases,
+        profile: args.profile.clone(),
+        runtime: !args.no_run,
+        reports: args.reports.clone(),
+    };
+    let engine = Engine::connect().await?;
+    let step = Step::start("benchmarking");
+    let outcome = tokio::select! {
+        outcome = bench::bench(&engine, config, &options, |line| step.update(line)) => outcome?,
+        _ = tokio::signal::ctrl_c() => {
+            step.finish();
+            crate::run::remove_leftovers(&engine).await?;
+            anyhow::bail!("interrupted; every container the bench started was removed");
+        }
+    };
+    let elapsed = step.finish();
+    let report = &outcome.report;
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        println!("{}", bench_table(report));
+        for line in &report.not_working {
+            println!("NOT WORKING: {line}");
+        }
+        println!(
+            "report: {} (also {}), in {}",
+            outcome.dir.display(),
+            outcome.latest.display(),
+            format_duration_ms(elapsed.as_millis() as u64)
+        );
+    }
+    Ok(if report.not_working.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ERROR
+    })
+}
+
+/// One row per strategy and base: fleet sizes, builds and runtime.
+fn bench_table(report: &BenchReport) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header([
+        "strategy",
+        "base",
+        "images",
+        "naive",
+        "stored",
+        "transfer gzip",
+        "cold build",
+        "change rebuild",
+        "redeployed",
+        "events/s",
+        "p95 ms",
+        "verified",
+    ]);
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    for r in &report.results {
+        let build = |scenario: Scenario| {
+            r.builds
+                .iter()
+                .find(|b| b.scenario == scenario)
+                .map_or("-".into(), |b| {
+                    format_duration_ms((b.images_ms.median + b.host_compile_ms.median) as u64)
+                })
+        };
+        let redeployed = r
+            .builds
+            .iter()
+            .find(|b| b.scenario == Scenario::Change)
+            .map_or("-".into(), |b| b.redeployed.len().to_string());
+        let (eps, p95, verified) = match &r.runtime {
+            Some(run) => (
+                format!("{:.0}", run.throughput_eps.median),
+                format!("{:.0}", run.latency_p95_ms.median),
+                if run.verified { "yes" } else { "NO" },
+            ),
+            None => ("-".into(), "-".into(), "-"),
+        };
+        table.add_row(vec![
+            Cell::new(r.strategy.name()),
+            Cell::new(r.base.name()),
+            right(r.fleet.image_count.to_string()),
+            right(format_bytes(r.fleet.naive_bytes)),
+            right(format_bytes(r.fleet.stored_bytes)),
+            right(format_bytes(r.fleet.transfer_gzip_bytes)),
+            right(build(Scenario::Cold)),
+            right(build(Scenario::Change)),
+            right(redeployed),
+            right(eps),
+            right(p95),
+            Cell::new(verified),
+        ]);
+    }
+    table
+}
+
+fn report_command(config: &FleetConfig, args: &ReportArgs) -> anyhow::Result<i32> {
+    let path = report_file(config, &args.report);
+    let report = BenchReport::load(&path)?;
+    let dir = match &args.out {
+        Some(out) => from_root(config, out),
+        None => path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+    };
+    for file in report.write(&dir)? {
+        println!("{}", file.display());
+    }
+    Ok(EXIT_OK)
+}
+
+fn gate_command(config: &FleetConfig, args: &GateArgs, json: bool) -> anyhow::Result<i32> {
+    let report_path = report_file(config, &args.report);
+    let baseline_path = from_root(config, &args.baseline);
+    let report = BenchReport::load(&report_path)?;
+    if args.update_baseline {
+        gate::Baseline::of(&report).save(&baseline_path)?;
+        println!(
+            "baseline {} written from {} ({} metrics)",
+            baseline_path.display(),
+            report_path.display(),
+            report.metrics.len()
+        );
+        return Ok(EXIT_OK);
+    }
+    let baseline = gate::Baseline::load(&baseline_path)?;
+    gate::check_comparable(&baseline, &report, &baseline_path, &report_path)?;
+    let outcome = gate::compare(&baseline.metrics, &report.metrics, &config.gate);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+    } else {
+        println!("{}", gate_table(&outcome, args.all));
+        let passed = outcome.comparisons.len() - outcome.failures;
+        println!(
+            "gate: {} of {} metrics pass, {} fail (baseline {} of {}, report {})",
+            passed,
+            outcome.comparisons.len(),
+            outcome.failures,
+            baseline_path.display(),
+            baseline.revision,
+            report_path.display()
+        );
+        if !report.not_working.is_empty() {
+            println!(
+                "the report states {} part(s) that did not work",
+                report.not_working.len()
+            );
+        }
+    }
+    Ok(if outcome.passed() {
+        EXIT_OK
+    } else {
+        EXIT_GATE_FAILED
+    })
+}
+
+/// Metric, baseline, now, change, limit and verdict; plain passes only with `all`.
+fn gate_table(outcome: &gate::GateOutcome, all: bool) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED);
+    table.set_header(["metric", "baseline", "now", "change", "limit", "verdict"]);
+    let right = |text: String| Cell::new(text).set_alignment(CellAlignment::Right);
+    for c in &outcome.comparisons {
+        if !all && c.verdict == gate::Verdict::Pass {
+            continue;
+        }
+        let show = |v: Option<f64>| v.map_or("-".into(), |v| format_metric(c.kind, v));
+        table.add_row(vec![
+            Cell::new(&c.name),
+            right(show(c.baseline)),
+            right(show(c.now)),
+            right(c.change_pct.map_or("-".into(), |p| format!("{p:+.1}%"))),
+            right(show(c.allowed)),
+            Cell::new(c.verdict.label()),
+        ]);
+    }
+    table
+}
+
+/// A metric's value in its unit.
+fn format_metric(kind: MetricKind, value: f64) -> String {
+    match kind {
+        MetricKind::ImageBytes | MetricKind::WastedBytes => format_bytes(value.max(0.0) as u64),
+        MetricKind::LayerCount => format!("{value:.0}"),
+        MetricKind::BuildMs => format_duration_ms(value.max(0.0) as u64),
+        MetricKind::ThroughputEps => format!("{value:.0}/s"),
+        MetricKind::LatencyMs => format!("{value:.0} ms"),
+    }
 }
 
 async fn bootstrap(config: &FleetConfig, args: &BootstrapArgs, json: bool) -> anyhow::Result<i32> {

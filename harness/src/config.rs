@@ -45,6 +45,10 @@ pub struct FleetConfig {
     pub bootstrap: BootstrapConfig,
     /// The four support images, by role.
     pub images: ImagesConfig,
+    /// What `fleetbench bench` measures.
+    pub bench: BenchConfig,
+    /// Thresholds of `fleetbench gate`, by metric kind.
+    pub gate: crate::gate::GateConfig,
     /// Where the file was read from; its directory is the project root.
     #[serde(skip)]
     pub path: PathBuf,
@@ -60,6 +64,18 @@ pub struct BootstrapConfig {
     pub mirror: String,
     /// Version of the `tansu` crate built as the broker.
     pub tansu_version: String,
+}
+
+/// What `fleetbench bench` builds, analyses and runs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchConfig {
+    /// Strategies, in the order reports list them.
+    pub strategies: Vec<crate::strategy::Strategy>,
+    /// Runtime bases.
+    pub bases: Vec<crate::strategy::Base>,
+    /// The worker whose source the change scenario edits by one line.
+    pub change_worker: String,
 }
 
 /// The support images every strategy and test relies on.
@@ -184,6 +200,27 @@ impl FleetConfig {
         if self.bootstrap.suite.trim().is_empty() {
             return Err(invalid("bootstrap.suite".into(), "must not be empty"));
         }
+        if self.bench.strategies.is_empty() {
+            return Err(invalid("bench.strategies".into(), "must name a strategy"));
+        }
+        if self.bench.bases.is_empty() {
+            return Err(invalid("bench.bases".into(), "must name a base"));
+        }
+        if !crate::strategy::WORKERS.contains(&self.bench.change_worker.as_str()) {
+            return Err(invalid(
+                "bench.change_worker".into(),
+                "must be one of the nine workers (data-ingestor, kpi-worker, ...)",
+            ));
+        }
+        for kind in crate::report::MetricKind::ALL {
+            let threshold = self.gate.threshold(kind);
+            if !(threshold.max_change_pct >= 0.0 && threshold.max_change_pct.is_finite()) {
+                return Err(invalid(
+                    format!("gate.{}.max_change_pct", kind.name()),
+                    "must be a percentage of 0 or more",
+                ));
+            }
+        }
         for (role, choice) in self.images.by_role() {
             for (key, reference) in [("local", &choice.local), ("registry", &choice.registry)] {
                 if !is_valid_reference(reference) {
@@ -243,6 +280,26 @@ mod tests {
         let text = SHIPPED.replace("fleetbench/base:bookworm", "Fleetbench/Base");
         let err = FleetConfig::parse(&text, Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("images.base.local"), "{err}");
+    }
+
+    #[test]
+    fn a_negative_gate_threshold_names_its_key() {
+        let text = SHIPPED.replacen("max_change_pct = 1.0", "max_change_pct = -1.0", 1);
+        let err = FleetConfig::parse(&text, Path::new("x.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("gate.image_bytes.max_change_pct"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_change_worker_outside_the_fleet_is_rejected() {
+        let text = SHIPPED.replace(
+            "change_worker = \"alert-manager\"",
+            "change_worker = \"mailer\"",
+        );
+        let err = FleetConfig::parse(&text, Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("bench.change_worker"), "{err}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! The binary is a thin layer over these modules; each owns one concern.
 
 pub mod analyze;
+pub mod bench;
 pub mod bootstrap;
 pub mod build;
 pub mod cli;
@@ -12,8 +13,10 @@ pub mod config;
 pub mod context;
 pub mod docker;
 pub mod feed;
+pub mod gate;
 pub mod pipeline;
 pub mod progress;
+pub mod report;
 pub mod run;
 pub mod services;
 pub mod strategy;

@@ -131,7 +131,7 @@ pub struct RunOptions {
 }
 
 /// Smallest, middle and largest of repeated measurements.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Spread {
     /// Smallest value.
     pub min: f64,

@@ -92,11 +92,3 @@ fn a_broken_config_exits_2_and_names_the_file_and_key() {
     assert!(stderr.contains("broken.toml"), "{stderr}");
     assert!(stderr.contains("suite"), "{stderr}");
 }
-
-#[test]
-fn a_command_not_built_yet_says_so_and_exits_2() {
-    let config = config_path().display().to_string();
-    let (code, stderr) = fleetbench(&["--config", &config, "gate"], &[]);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("not built yet"), "{stderr}");
-}

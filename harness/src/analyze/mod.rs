@@ -124,6 +124,46 @@ impl Analyzer {
         }
     }
 
+    /// Analyses engine images exported together in one archive, so that the
+    /// layers they share are read and compressed once; each is named by its
+    /// tag.
+    pub async fn analyze_engine_images(
+        &mut self,
+        tags: &[String],
+    ) -> Result<Vec<ImageAnalysis>, AnalyzeError> {
+        if self.engine.is_none() {
+            self.engine = Some(Engine::connect().await?);
+        }
+        let engine = self.engine.as_ref().expect("connected above");
+        let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+        let origin = format!("images {} exported by the Docker Engine", names.join(", "));
+        let found = source::export(engine, &names, origin).await?;
+        let mut images: Vec<ImageAnalysis> = found
+            .into_iter()
+            .map(|found| {
+                let name = found.name.clone().unwrap_or_else(|| found.id.clone());
+                ImageAnalysis::new(name, found, self.top)
+            })
+            .collect();
+        // Two tags of one image come back as one entry under one of them:
+        // the other tags get a copy, found by the image id.
+        for tag in tags {
+            if images.iter().any(|i| &i.name == tag) {
+                continue;
+            }
+            let Some(facts) = engine.image_facts(tag).await? else {
+                continue;
+            };
+            let same = |i: &&ImageAnalysis| strip_algorithm(&i.id) == strip_algorithm(&facts.id);
+            if let Some(twin) = images.iter().find(same) {
+                let mut copy = twin.clone();
+                copy.name = tag.clone();
+                images.push(copy);
+            }
+        }
+        Ok(images)
+    }
+
     /// Analyses every image `argument` names (an archive may hold several;
     /// they are named by their tag, or `argument#n`).
     pub async fn analyze(&mut self, argument: &str) -> Result<Vec<ImageAnalysis>, AnalyzeError> {
@@ -150,4 +190,9 @@ impl Analyzer {
         }
         Ok(images)
     }
+}
+
+/// An image id without its `sha256:` prefix.
+fn strip_algorithm(id: &str) -> &str {
+    id.split_once(':').map_or(id, |(_, hex)| hex)
 }

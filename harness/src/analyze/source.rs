@@ -72,7 +72,7 @@ impl ImageSpec {
                 let engine = engine.ok_or_else(|| AnalyzeError::NoEngine {
                     image: reference.clone(),
                 })?;
-                export(engine, reference, origin).await
+                export(engine, &[reference.as_str()], origin).await
             }
             Self::Archive(path) => {
                 let file = std::fs::File::open(path).map_err(|source| AnalyzeError::Io {
@@ -100,12 +100,15 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// Streams the engine's export of `image` into the archive reader.
-async fn export(
+/// Streams the engine's export of `images` (one docker-archive holding them
+/// all, so layers they share are read once) through the archive reader.
+pub async fn export(
     engine: &Engine,
-    image: &str,
+    images: &[&str],
     origin: String,
 ) -> Result<Vec<FoundImage>, AnalyzeError> {
-    tracing::debug!(image, endpoint = %engine.endpoint, "exporting image");
+    let image = images.join(", ");
+    tracing::debug!(image, endpoint = %engine.endpoint, "exporting images");
     let (chunks, receiver) = mpsc::channel(EXPORT_CHUNKS_IN_FLIGHT);
     let reader = ChunkReader {
         receiver,
@@ -113,7 +116,7 @@ async fn export(
     };
     let reading = tokio::task::spawn_blocking(move || archive::read_tar_stream(reader, &origin));
 
-    let mut stream = engine.client.export_image(image);
+    let mut stream = engine.client.export_images(images);
     let mut export_error = None;
     while let Some(item) = stream.next().await {
         let failed = item.is_err();
@@ -133,7 +136,7 @@ async fn export(
         .map_err(|e| AnalyzeError::Internal(format!("the archive reader stopped: {e}")))?;
     match export_error {
         Some(source) => Err(AnalyzeError::Export {
-            image: image.to_string(),
+            image,
             endpoint: engine.endpoint.clone(),
             source,
         }),
