@@ -24,8 +24,8 @@ use crate::build::{self, BuildOptions, BuildReport, CompileMode, Scenario};
 use crate::config::FleetConfig;
 use crate::docker::Engine;
 use crate::report::{
-    BenchReport, BenchSettings, CeilingFigures, Environment, FleetSizes, ImageResult,
-    RuntimeFigures, ScenarioBuild, StrategyResult, SupportImage,
+    BenchReport, BenchSettings, Environment, FleetSizes, ImageResult, ScenarioBuild,
+    StrategyResult, SupportImage,
 };
 use crate::run::{self, RunOptions, RunReport, Spread};
 use crate::strategy::{self, Base, Strategy};
@@ -166,10 +166,7 @@ pub async fn bench(
             results.iter().map(|r| (r.strategy, r.base)).collect();
         match runtime(engine, config, options, &measured, &mut progress).await {
             Ok(report) => {
-                ceiling = Some(CeilingFigures {
-                    broker_eps: report.ceiling.broker_eps,
-                    postgres_rows_per_s: report.ceiling.postgres_rows_per_s,
-                });
+                ceiling = Some(report.ceiling.clone());
                 identical = Some(report.identical_across_strategies);
                 attach_runtime(&mut results, &report, &mut not_working);
             }
@@ -520,24 +517,7 @@ fn attach_runtime(
                 summary.base.name()
             ));
         }
-        result.runtime = Some(RuntimeFigures {
-            runs: summary.runs.len(),
-            events: summary.runs.first().map_or(0, |r| r.events),
-            throughput_eps: summary.throughput_eps,
-            ceiling_ratio: summary.ceiling_ratio,
-            latency_p50_ms: summary.latency_p50_ms,
-            latency_p95_ms: summary.latency_p95_ms,
-            latency_p99_ms: summary.latency_p99_ms,
-            startup_max_ms: summary.startup_max_ms,
-            memory_total_bytes: summary.memory_total_bytes,
-            cpu_total_seconds: summary.cpu_total_seconds,
-            lag: summary
-                .runs
-                .first()
-                .map(|r| r.lag.clone())
-                .unwrap_or_default(),
-            verified: summary.verified,
-        });
+        result.runtime = Some(summary.clone());
     }
 }
 

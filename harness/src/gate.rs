@@ -6,8 +6,8 @@
 //! an absolute limit (a maximum for costs, a minimum for throughput).
 //! Timing metrics are compared on their medians, and the margin is never
 //! tighter than the spread (max - min) the repeats showed, in the baseline
-//! or now: a difference the machine's own noise can make is not a
-//! regression. A metric the baseline has and the report lacks fails the
+//! or now, nor than the kind's `min_margin`: a difference the machine's own
+//! noise can make is not a regression. A metric the baseline has and the report lacks fails the
 //! gate, so a measurement that silently stopped cannot pass.
 
 use std::collections::BTreeMap;
@@ -45,6 +45,10 @@ pub struct Threshold {
     /// throughput.
     #[serde(default)]
     pub limit: Option<f64>,
+    /// The smallest margin, in the metric's unit: a difference below it is
+    /// within the clock's and the machine's noise and never a regression.
+    #[serde(default)]
+    pub min_margin: f64,
 }
 
 /// Thresholds by metric kind, as `[gate.<kind>]` tables.
@@ -263,7 +267,7 @@ pub fn compare(baseline: &[Metric], now: &[Metric], config: &GateConfig) -> Gate
 fn judge(base: &Metric, now: &Metric, threshold: Threshold) -> Comparison {
     let b = base.value.median;
     let n = now.value.median;
-    let mut margin = b.abs() * threshold.max_change_pct / 100.0;
+    let mut margin = (b.abs() * threshold.max_change_pct / 100.0).max(threshold.min_margin);
     if base.kind.is_timing() {
         margin = margin
             .max(base.value.max - base.value.min)
@@ -351,6 +355,7 @@ mod tests {
         let t = |pct| Threshold {
             max_change_pct: pct,
             limit: None,
+            min_margin: 0.0,
         };
         GateConfig {
             image_bytes: t(1.0),
@@ -412,6 +417,17 @@ mod tests {
         let base = metric("build.x", kind, 10_000.0, 10_000.0, 10_000.0);
         let now = metric("build.x", kind, 5_000.0, 5_000.0, 5_000.0);
         assert_eq!(verdict(base, now, &config()), Verdict::Improved);
+    }
+
+    #[test]
+    fn a_slower_build_within_the_noise_floor_passes() {
+        let mut config = config();
+        config.build_ms.min_margin = 5_000.0;
+        let kind = MetricKind::BuildMs;
+        // Three times slower, but by 1.2 s only.
+        let base = metric("build.x", kind, 600.0, 600.0, 600.0);
+        let now = metric("build.x", kind, 1_800.0, 1_800.0, 1_800.0);
+        assert_eq!(verdict(base, now, &config), Verdict::Pass);
     }
 
     #[test]

@@ -177,7 +177,7 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// One worker's figures in one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct WorkerFigures {
     /// The worker.
     pub worker: String,
@@ -192,7 +192,7 @@ pub struct WorkerFigures {
 }
 
 /// One run of one strategy on one base.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunFigures {
     /// Events fed.
     pub events: usize,
@@ -220,7 +220,7 @@ pub struct RunFigures {
 }
 
 /// Repeated runs of one strategy on one base, summarised.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StrategyRuns {
     /// The strategy.
     pub strategy: Strategy,
@@ -250,7 +250,7 @@ pub struct StrategyRuns {
 }
 
 /// The ceiling: what the broker and PostgreSQL do alone.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Ceiling {
     /// Messages per second produced and consumed back with rdkafka alone.
     pub broker_eps: f64,
@@ -266,7 +266,7 @@ impl Ceiling {
 }
 
 /// Everything `fleetbench run` measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunReport {
     /// Ceiling measured at the start.
     pub ceiling: Ceiling,

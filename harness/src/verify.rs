@@ -77,7 +77,7 @@ pub struct TableDigest {
 pub type Digests = BTreeMap<String, TableDigest>;
 
 /// A table whose digest differs from the expected one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mismatch {
     /// The table.
     pub table: String,

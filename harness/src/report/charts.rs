@@ -300,7 +300,7 @@ fn latency(report: &BenchReport) -> Option<BarChart> {
 }
 
 /// The results that have runtime figures, with them.
-fn with_runtime(report: &BenchReport) -> Vec<(&StrategyResult, &super::RuntimeFigures)> {
+fn with_runtime(report: &BenchReport) -> Vec<(&StrategyResult, &crate::run::StrategyRuns)> {
     report
         .results
         .iter()
@@ -516,9 +516,8 @@ fn tick(y: f64, y_max: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{
-        BenchSettings, Environment, FleetSizes, RuntimeFigures, ScenarioBuild, SCHEMA_VERSION,
-    };
+    use crate::report::{BenchSettings, Environment, FleetSizes, ScenarioBuild, SCHEMA_VERSION};
+    use crate::run::StrategyRuns;
     use crate::strategy::{Base, Strategy};
 
     fn spread(min: f64, median: f64, max: f64) -> Spread {
@@ -558,10 +557,11 @@ mod tests {
         .collect()
     }
 
-    fn runtime(eps: f64) -> RuntimeFigures {
-        RuntimeFigures {
-            runs: 3,
-            events: 10_000,
+    fn runtime(eps: f64) -> StrategyRuns {
+        StrategyRuns {
+            strategy: Strategy::Separated,
+            base: Base::Debian,
+            runs: Vec::new(),
             throughput_eps: spread(eps * 0.95, eps, eps * 1.03),
             ceiling_ratio: spread(0.4, 0.5, 0.6),
             latency_p50_ms: spread(10.0, 12.0, 15.0),
@@ -570,7 +570,6 @@ mod tests {
             startup_max_ms: spread(300.0, 320.0, 350.0),
             memory_total_bytes: spread(9e7, 1e8, 1.1e8),
             cpu_total_seconds: spread(4.0, 4.5, 5.0),
-            lag: vec![(0.0, 0), (1.0, 120)],
             verified: true,
         }
     }

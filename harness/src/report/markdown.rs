@@ -266,7 +266,7 @@ fn runtime(md: &mut String, report: &BenchReport) {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.strategy.name(),
             r.base.name(),
-            run.runs,
+            run.runs.len(),
             spread_num(&run.throughput_eps, 0),
             spread_num(&run.ceiling_ratio, 2),
             spread_num(&run.latency_p50_ms, 0),

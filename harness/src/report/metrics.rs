@@ -146,7 +146,7 @@ pub fn collect(results: &[StrategyResult], repeat: usize) -> Vec<Metric> {
                 format!("run.{key}.throughput_eps"),
                 MetricKind::ThroughputEps,
                 run.throughput_eps,
-                run.runs,
+                run.runs.len(),
             );
             for (field, spread) in [
                 ("latency_p50_ms", run.latency_p50_ms),
@@ -157,7 +157,7 @@ pub fn collect(results: &[StrategyResult], repeat: usize) -> Vec<Metric> {
                     format!("run.{key}.{field}"),
                     MetricKind::LatencyMs,
                     spread,
-                    run.runs,
+                    run.runs.len(),
                 );
             }
         }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::build::Scenario;
-use crate::run::Spread;
+use crate::run::{Ceiling, Spread, StrategyRuns};
 use crate::strategy::{Base, Strategy};
 
 pub use metrics::{Metric, MetricKind};
@@ -73,7 +73,7 @@ pub struct BenchReport {
     /// Per strategy and base, in the order they ran.
     pub results: Vec<StrategyResult>,
     /// What the broker and PostgreSQL do alone, when the runtime ran.
-    pub ceiling: Option<CeilingFigures>,
+    pub ceiling: Option<Ceiling>,
     /// Whether every strategy's result tables were identical to every other's.
     pub identical_across_strategies: Option<bool>,
     /// The flat list of figures the gate compares.
@@ -157,8 +157,8 @@ pub struct StrategyResult {
     pub fleet: FleetSizes,
     /// Build time per scenario.
     pub builds: Vec<ScenarioBuild>,
-    /// Runtime figures, when the runtime ran.
-    pub runtime: Option<RuntimeFigures>,
+    /// Runtime figures over the repeats, and every run's, when the runtime ran.
+    pub runtime: Option<StrategyRuns>,
 }
 
 /// One image of a strategy.
@@ -231,44 +231,6 @@ pub struct ScenarioBuild {
     pub total_steps: usize,
     /// Images whose digest changed (change scenario): what to redeploy.
     pub redeployed: Vec<String>,
-}
-
-/// The runtime figures of one strategy on one base, over the repeats.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RuntimeFigures {
-    /// Runs made.
-    pub runs: usize,
-    /// Events fed per run.
-    pub events: usize,
-    /// Pipeline throughput, events/s.
-    pub throughput_eps: Spread,
-    /// Throughput over the lower ceiling.
-    pub ceiling_ratio: Spread,
-    /// End-to-end latency p50, ms.
-    pub latency_p50_ms: Spread,
-    /// p95, ms.
-    pub latency_p95_ms: Spread,
-    /// p99, ms.
-    pub latency_p99_ms: Spread,
-    /// Slowest worker's start to ready, ms.
-    pub startup_max_ms: Spread,
-    /// Peak memory of the nine workers added up, bytes.
-    pub memory_total_bytes: Spread,
-    /// CPU seconds of the nine workers added up.
-    pub cpu_total_seconds: Spread,
-    /// Consumer lag of the first run: (seconds since feed start, messages).
-    pub lag: Vec<(f64, i64)>,
-    /// Whether every run's results equal the expected outputs.
-    pub verified: bool,
-}
-
-/// The ceiling measured in the same run as the strategies.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CeilingFigures {
-    /// Produce-to-consume rate of the broker with rdkafka alone, messages/s.
-    pub broker_eps: f64,
-    /// PostgreSQL bulk insert rate, rows/s.
-    pub postgres_rows_per_s: f64,
 }
 
 impl BenchReport {
