@@ -236,6 +236,27 @@ pub fn assignments(strategy: Strategy) -> Vec<Assignment> {
         .collect()
 }
 
+/// The env file of `dockerfiles/compose.yaml` for `strategy` on `base`:
+/// one `<WORKER>_IMAGE=<tag>` line per worker.
+pub fn compose_env(strategy: Strategy, base: Base) -> String {
+    let plans = images(strategy);
+    let mut text = format!(
+        "# dockerfiles/compose.yaml for strategy {} on base {}; generated from\n\
+         # harness/src/strategy.rs (FLEETBENCH_BLESS=1 cargo test writes it again).\n",
+        strategy.name(),
+        base.name()
+    );
+    for assignment in assignments(strategy) {
+        let plan = plans
+            .iter()
+            .find(|p| p.name == assignment.image)
+            .expect("every assignment names one of the strategy's images");
+        let variable = assignment.worker.to_uppercase().replace('-', "_");
+        text.push_str(&format!("{variable}_IMAGE={}\n", plan.tag(strategy, base)));
+    }
+    text
+}
+
 /// The per-worker Dockerfiles rendered from
 /// `dockerfiles/templates/single-worker.Dockerfile`: the nine of the
 /// separated strategy and the three of the specialised one, as
@@ -325,6 +346,39 @@ mod tests {
                 }
                 assert!(text.contains("USER 65532:65532"), "{}", plan.dockerfile);
             }
+        }
+    }
+
+    #[test]
+    fn the_compose_env_files_follow_the_strategy_table() {
+        let dir = root().join("dockerfiles/compose");
+        let compose = std::fs::read_to_string(root().join("dockerfiles/compose.yaml")).unwrap();
+        let bless = std::env::var_os("FLEETBENCH_BLESS").is_some();
+        for strategy in Strategy::ALL {
+            for base in Base::ALL {
+                let name = format!("{}-{}.env", strategy.name(), base.name());
+                let text = compose_env(strategy, base);
+                if bless {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(dir.join(&name), &text).unwrap();
+                }
+                let committed = std::fs::read_to_string(dir.join(&name)).unwrap_or_default();
+                assert!(
+                    committed == text,
+                    "dockerfiles/compose/{name} differs; run this test with FLEETBENCH_BLESS=1"
+                );
+            }
+        }
+        for worker in WORKERS {
+            let variable = worker.to_uppercase().replace('-', "_");
+            assert!(
+                compose.contains(&format!("${{{variable}_IMAGE:?")),
+                "{worker}"
+            );
+            assert!(
+                compose.contains(&format!("[\"/usr/local/bin/{worker}\"]")),
+                "{worker}"
+            );
         }
     }
 
