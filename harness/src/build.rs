@@ -644,7 +644,10 @@ impl<'a> Builder<'a> {
     /// ones below the target triple, as `+crt-static` needs `--target`), so
     /// an up-to-date workspace costs nothing; the changed copy builds into a
     /// target directory of its own, so that its binaries never replace the
-    /// user's.
+    /// user's. That directory is kept between runs: the first change
+    /// scenario on a machine compiles every dependency (build scripts record
+    /// their target directory's absolute path, so a copied one is stale),
+    /// later ones only the workspace's crates (the copy's files are new).
     async fn host_compile(&self, tree: &Path, base: Base) -> Result<PathBuf, BuildError> {
         let profile = &self.options.profile;
         let mut target_dir = if tree == self.root {
@@ -658,6 +661,10 @@ impl<'a> Builder<'a> {
             profile.clone(),
             "--locked".into(),
             "--workspace".into(),
+            // The images hold the workers and `fleet`; the harness is not
+            // packaged, so it is not part of the compile being timed.
+            "--exclude".into(),
+            "fleetbench".into(),
             "--bins".into(),
         ];
         if base == Base::Scratch {
@@ -678,14 +685,6 @@ impl<'a> Builder<'a> {
         } else {
             profile.as_str()
         };
-        if tree != self.root {
-            let ours = self.root.join("target").join(
-                target_dir
-                    .strip_prefix(self.root.join("target/fleetbench/change-target"))
-                    .unwrap_or(Path::new("")),
-            );
-            seed_target(&ours.join(profile_dir), &target_dir.join(profile_dir)).await?;
-        }
         info!(base = base.name(), %profile, tree = %tree.display(), "compiling the workers on the host");
         run_logged(
             "cargo",
@@ -803,37 +802,6 @@ impl<'a> Builder<'a> {
             ("SOURCE".into(), self.identity.source.clone()),
         ])
     }
-}
-
-/// Seeds the changed copy's target directory `to` with the workspace's
-/// compiled dependencies from `from` (mtimes kept, so cargo's fingerprints
-/// hold) the first time, so that the change scenario measures what a
-/// developer waits for after a one-line edit: the workspace's own crates
-/// compiled again, not the whole dependency tree.
-async fn seed_target(from: &Path, to: &Path) -> Result<(), BuildError> {
-    if to.exists() || !from.exists() {
-        return Ok(());
-    }
-    if let Some(parent) = to.parent() {
-        std::fs::create_dir_all(parent).map_err(io_error("creating directory", parent))?;
-    }
-    info!(from = %from.display(), to = %to.display(), "seeding the change target with the compiled dependencies");
-    let status = tokio::process::Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .await
-        .map_err(io_error("running cp -a for", from))?;
-    if !status.success() {
-        let _ = std::fs::remove_dir_all(to);
-        return Err(BuildError::Io {
-            operation: "copying the compiled dependencies",
-            path: from.to_path_buf(),
-            source: std::io::Error::other(format!("cp -a exited with {status}")),
-        });
-    }
-    Ok(())
 }
 
 /// Whether a vendored crate only ever builds for Windows targets: the

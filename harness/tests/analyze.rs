@@ -9,14 +9,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bollard::query_parameters::RemoveImageOptionsBuilder;
 use fleetbench::analyze::image::{ImageFile, WasteReason};
 use fleetbench::analyze::layer::GZIP_BLOCK_BYTES;
 use fleetbench::analyze::{
     node_cost, pull_after_change, Analyzer, FleetAnalysis, ImageAnalysis, ImageSpec,
 };
 use fleetbench::context::ContextTar;
-use fleetbench::docker::{BuildRequest, Engine};
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -49,31 +47,13 @@ fn random_bytes(seed: u64, len: usize) -> Vec<u8> {
     bytes
 }
 
-/// Images a test builds, removed when the test ends (even when it fails).
-struct TestImages {
-    engine: Engine,
-    run: String,
-    dir: tempfile::TempDir,
-    tags: Vec<String>,
-}
+mod support;
+
+use support::TestImages;
 
 static NEXT_SEED: AtomicU64 = AtomicU64::new(1);
 
 impl TestImages {
-    async fn new() -> Self {
-        let engine = Engine::connect().await.expect("a Docker Engine answers");
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        Self {
-            engine,
-            run: format!("{}-{nanos}", std::process::id()),
-            dir: tempfile::tempdir().unwrap(),
-            tags: Vec::new(),
-        }
-    }
-
     /// Random bytes no other file of this test run has.
     fn unique_bytes(&self, len: usize) -> Vec<u8> {
         let seed = NEXT_SEED.fetch_add(1, Ordering::Relaxed) + self.run.len() as u64;
@@ -82,41 +62,6 @@ impl TestImages {
             .unwrap()
             .subsec_nanos() as u64;
         random_bytes(seed ^ (nanos << 20), len)
-    }
-
-    /// Builds `dockerfile` with `files` in the context; returns the tag.
-    async fn build(&mut self, name: &str, dockerfile: &str, files: &[(&str, &[u8])]) -> String {
-        let tag = format!("fleetbench-test/analyze-{name}:{}", self.run);
-        let context = self.dir.path().join(format!("{name}.tar"));
-        let mut tar = ContextTar::create(&context, 1_700_000_000).unwrap();
-        tar.add_bytes("Dockerfile", dockerfile.as_bytes(), 0o644)
-            .unwrap();
-        for (path, bytes) in files {
-            tar.add_bytes(path, bytes, 0o644).unwrap();
-        }
-        tar.finish().unwrap();
-        let log = self.dir.path().join(format!("{name}.log"));
-        let request = BuildRequest {
-            image: &tag,
-            dockerfile: "Dockerfile",
-            target: None,
-            context_tar: &context,
-            build_args: HashMap::new(),
-            labels: HashMap::new(),
-            no_cache: false,
-            log_path: &log,
-        };
-        // The classic builder occasionally fails when several test binaries
-        // build at once; one retry, with the first error shown.
-        if let Err(first) = self.engine.build(&request, |_| {}).await {
-            eprintln!("building {tag} failed once, retrying: {first}");
-            self.engine
-                .build(&request, |_| {})
-                .await
-                .unwrap_or_else(|e| panic!("building {tag}: {e}"));
-        }
-        self.tags.push(tag.clone());
-        tag
     }
 
     /// Writes the engine's export of `image` to a file in the test's directory.
@@ -139,28 +84,6 @@ impl TestImages {
             .unwrap_or_else(|e| panic!("analysing {argument}: {e}"));
         assert_eq!(images.len(), 1, "{argument} holds one image");
         images.remove(0)
-    }
-}
-
-impl Drop for TestImages {
-    fn drop(&mut self) {
-        let tags = std::mem::take(&mut self.tags);
-        let engine = self.engine.clone();
-        let removing = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                for tag in tags.iter().rev() {
-                    let options = RemoveImageOptionsBuilder::new().force(true).build();
-                    if let Err(e) = engine.client.remove_image(tag, Some(options), None).await {
-                        eprintln!("removing test image {tag}: {e}");
-                    }
-                }
-            });
-        });
-        let _ = removing.join();
     }
 }
 
@@ -240,7 +163,7 @@ fn fleetbench(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_layer_of_random_bytes_measures_exactly_what_its_tar_holds() {
     const RANDOM_BYTES: usize = 3_000_017;
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let random = images.unique_bytes(RANDOM_BYTES);
     let tag = images
         .build(
@@ -290,7 +213,7 @@ async fn a_layer_of_random_bytes_measures_exactly_what_its_tar_holds() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_overwritten_in_a_later_layer_wastes_its_old_size() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let (old, new) = (images.unique_bytes(3_000), images.unique_bytes(5_000));
     let dockerfile = "FROM scratch\nCOPY old.bin /data.bin\nCOPY new.bin /data.bin\nUSER 1000\n";
     let tag = images
@@ -330,7 +253,7 @@ async fn a_file_overwritten_in_a_later_layer_wastes_its_old_size() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deleted_file_and_a_deleted_directory_waste_all_their_bytes() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let victim = images.unique_bytes(7_000);
     let (first, second) = (images.unique_bytes(1_000), images.unique_bytes(2_000));
     let dockerfile = format!(
@@ -387,7 +310,7 @@ async fn a_deleted_file_and_a_deleted_directory_waste_all_their_bytes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_directory_emptied_and_refilled_in_one_layer_hides_what_was_below() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let old = images.unique_bytes(4_000);
     let dockerfile = format!(
         "FROM {BASE_IMAGE}\nCOPY old.bin /data/old.bin\n\
@@ -419,7 +342,7 @@ async fn a_directory_emptied_and_refilled_in_one_layer_hides_what_was_below() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_images_on_a_shared_base_store_the_base_once() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let base_bytes = images.unique_bytes(200_000);
     let base = images
         .build(
@@ -505,7 +428,7 @@ async fn two_images_on_a_shared_base_store_the_base_once() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_same_file_in_two_images_in_different_layers_is_duplicate_content() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let (shared, pad) = (images.unique_bytes(40_000), images.unique_bytes(1_000));
     let c = images
         .build(
@@ -542,7 +465,7 @@ async fn the_same_file_in_two_images_in_different_layers_is_duplicate_content() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_oci_layout_from_skopeo_gives_the_same_numbers_as_the_engine() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let (one, two) = (images.unique_bytes(300_000), images.unique_bytes(20_000));
     let tag = images
         .build(
@@ -599,7 +522,7 @@ async fn an_oci_layout_from_skopeo_gives_the_same_numbers_as_the_engine() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_docker_archive_file_is_analysed_without_a_daemon() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let data = images.unique_bytes(12_345);
     let tag = images
         .build(
@@ -662,7 +585,7 @@ async fn saved_random_image(images: &mut TestImages, name: &str) -> (PathBuf, St
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_truncated_archive_exits_2_naming_the_file_and_the_cut() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let (archive, layer, layer_start) = saved_random_image(&mut images, "truncated").await;
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -682,7 +605,7 @@ async fn a_truncated_archive_exits_2_naming_the_file_and_the_cut() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_corrupted_archive_exits_2_naming_the_corrupted_layer() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let (archive, layer, layer_start) = saved_random_image(&mut images, "corrupted").await;
     let mut bytes = std::fs::read(&archive).unwrap();
     let inside_the_data = (layer_start + 512 + 1_000) as usize;
@@ -702,7 +625,7 @@ async fn a_corrupted_archive_exits_2_naming_the_corrupted_layer() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_archive_that_is_no_image_exits_2_saying_so() {
-    let images = TestImages::new().await;
+    let images = TestImages::new("analyze").await;
     let path = images.dir.path().join("not-an-image.tar");
     let mut tar = ContextTar::create(&path, 0).unwrap();
     tar.add_bytes("hello.txt", b"hello", 0o644).unwrap();
@@ -730,7 +653,7 @@ fn an_image_the_engine_lacks_exits_2_naming_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn versus_skopeo_times_both_commands_on_the_same_image() {
-    let mut images = TestImages::new().await;
+    let mut images = TestImages::new("analyze").await;
     let data = images.unique_bytes(100_000);
     let tag = images
         .build(

@@ -3,18 +3,18 @@
 //! gated by the binary. An image made deliberately bigger must exit 1; the
 //! same images again must exit 0; a broken report must exit 2 naming it.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bollard::query_parameters::RemoveImageOptionsBuilder;
 use fleetbench::analyze::Analyzer;
 use fleetbench::bench::analyse_images;
-use fleetbench::context::ContextTar;
-use fleetbench::docker::{BuildRequest, Engine};
 use fleetbench::gate::Baseline;
 use fleetbench::report::{BenchReport, BenchSettings, Environment, StrategyResult};
 use fleetbench::strategy::{Base, Strategy};
+
+mod support;
+
+use support::TestImages;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -36,59 +36,18 @@ fn fleetbench(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Images this test built, removed when it ends, also on failure.
-struct Built {
-    engine: Engine,
-    tags: Vec<String>,
-}
-
-impl Drop for Built {
-    fn drop(&mut self) {
-        let engine = self.engine.clone();
-        let tags = std::mem::take(&mut self.tags);
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Runtime::new().expect("a runtime for cleanup");
-            runtime.block_on(async {
-                for tag in tags {
-                    let options = RemoveImageOptionsBuilder::default().force(true).build();
-                    let _ = engine.client.remove_image(&tag, Some(options), None).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
-/// Builds an image `FROM scratch` holding one file of `bytes` zero bytes
-/// and one file every image of the test shares.
-async fn build(built: &mut Built, dir: &Path, name: &str, bytes: usize) -> String {
-    let tag = format!("fleetbench-test/gate-{name}:{}", std::process::id());
-    let context = dir.join(format!("{name}.tar"));
-    let mut tar = ContextTar::create(&context, 1_700_000_000).unwrap();
+/// A `FROM scratch` image holding one file of `bytes` zero bytes and one
+/// file every image of the test shares.
+async fn build(images: &mut TestImages, name: &str, bytes: usize) -> String {
     let dockerfile = "FROM scratch\nCOPY shared /shared\nCOPY payload /payload\nUSER 65532\n";
-    tar.add_bytes("Dockerfile", dockerfile.as_bytes(), 0o644)
-        .unwrap();
-    tar.add_bytes("shared", &[7u8; 4096], 0o644).unwrap();
-    tar.add_bytes("payload", &vec![0u8; bytes], 0o644).unwrap();
-    tar.finish().unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let request = BuildRequest {
-        image: &tag,
-        dockerfile: "Dockerfile",
-        target: None,
-        context_tar: &context,
-        build_args: HashMap::new(),
-        labels: HashMap::new(),
-        no_cache: false,
-        log_path: &log,
-    };
-    built
-        .engine
-        .build(&request, |_| {})
+    let payload = vec![0u8; bytes];
+    images
+        .build(
+            name,
+            dockerfile,
+            &[("shared", &[7u8; 4096]), ("payload", &payload)],
+        )
         .await
-        .unwrap_or_else(|e| panic!("building {tag}: {e}"));
-    built.tags.push(tag.clone());
-    tag
 }
 
 /// A sizes-only report of a two-image fleet, analysed as the bench does.
@@ -121,16 +80,12 @@ async fn report_of(tags: &[String]) -> BenchReport {
 
 #[tokio::test]
 async fn an_image_made_deliberately_bigger_fails_the_gate_and_the_same_images_pass() {
-    let engine = Engine::connect().await.expect("a Docker Engine answers");
-    let mut built = Built {
-        engine,
-        tags: Vec::new(),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let first = build(&mut built, dir.path(), "first", 1_000_000).await;
-    let second = build(&mut built, dir.path(), "second", 1_000_000).await;
+    let mut images = TestImages::new("gate").await;
+    let first = build(&mut images, "first", 1_000_000).await;
+    let second = build(&mut images, "second", 1_000_000).await;
     // 5% more payload: past the 1% image_bytes threshold of fleetbench.toml.
-    let bigger = build(&mut built, dir.path(), "second-bigger", 1_050_000).await;
+    let bigger = build(&mut images, "second-bigger", 1_050_000).await;
+    let dir = &images.dir;
 
     let baseline_report = report_of(&[first.clone(), second.clone()]).await;
     let same_report = report_of(&[first.clone(), second]).await;
