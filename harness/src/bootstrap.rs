@@ -571,7 +571,7 @@ impl<'a> Bootstrap<'a> {
         ));
         let sources = self.storage_sources(&cargo, version, work.path()).await?;
         let storage = work.path().join("tansu-storage");
-        copy_tree(&sources, &storage)?;
+        crate::tree::sync_tree(&sources, &storage, &|_| false).map_err(BootstrapError::from)?;
         let patch_file = work.path().join("fetch.patch");
         std::fs::write(&patch_file, TANSU_PATCH).map_err(io("writing", &patch_file))?;
         let args = [
@@ -670,20 +670,6 @@ impl<'a> Bootstrap<'a> {
 /// The fix for tansu-storage's fetch, applied before compiling the broker.
 pub const TANSU_PATCH: &str =
     include_str!("../../dockerfiles/bootstrap/tansu-storage-fetch-inside-batch.patch");
-
-/// Copies a directory tree (regular files and directories only).
-fn copy_tree(from: &Path, to: &Path) -> Result<(), BootstrapError> {
-    std::fs::create_dir_all(to).map_err(io("creating", to))?;
-    for entry in read_dir(from)? {
-        let target = to.join(entry.file_name().unwrap_or_default());
-        if entry.is_dir() {
-            copy_tree(&entry, &target)?;
-        } else {
-            std::fs::copy(&entry, &target).map_err(io("copying", &entry))?;
-        }
-    }
-    Ok(())
-}
 
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
@@ -890,5 +876,15 @@ mod tests {
         assert_eq!(base, recipe("FROM x", "0.6.0").hash());
         assert_ne!(base, recipe("FROM y", "0.6.0").hash());
         assert_ne!(base, recipe("FROM x", "0.6.1").hash());
+    }
+}
+
+impl From<crate::tree::TreeError> for BootstrapError {
+    fn from(error: crate::tree::TreeError) -> Self {
+        BootstrapError::Io {
+            operation: error.operation,
+            path: error.path,
+            source: error.source,
+        }
     }
 }

@@ -76,6 +76,16 @@ pub enum BuildError {
     },
 }
 
+impl From<crate::tree::TreeError> for BuildError {
+    fn from(error: crate::tree::TreeError) -> Self {
+        BuildError::Io {
+            operation: error.operation,
+            path: error.path,
+            source: error.source,
+        }
+    }
+}
+
 fn io_error(operation: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BuildError {
     let path = path.to_path_buf();
     move |source| BuildError::Io {
@@ -476,13 +486,9 @@ impl<'a> Builder<'a> {
                 Ok(Context::Tar(tar))
             }
             CompileMode::Prebuilt => {
-                let tree = if changed {
-                    self.changed_tree()?
-                } else {
-                    self.root.clone()
-                };
+                let tree = self.host_tree(changed)?;
                 let started = Instant::now();
-                let bin_dir = self.host_compile(&tree, base).await?;
+                let compiled = self.host_compile(&tree, base).await?;
                 report.host_compiles.push(HostCompile {
                     base,
                     scenario: if changed {
@@ -492,7 +498,12 @@ impl<'a> Builder<'a> {
                     },
                     elapsed_ms: started.elapsed().as_millis() as u64,
                 });
-                Ok(Context::Binaries(bin_dir))
+                let staged = self
+                    .options
+                    .work
+                    .join(format!("binaries-{}{suffix}", base.name()));
+                stage_binaries(&compiled, &staged)?;
+                Ok(Context::Binaries(staged))
             }
         }
     }
@@ -539,17 +550,24 @@ impl<'a> Builder<'a> {
         Ok((relative, change_source(worker, &text)?))
     }
 
-    /// A copy of the workspace (what the build context holds) with the
-    /// one-line change, for the prebuilt mode's host compile.
-    fn changed_tree(&self) -> Result<PathBuf, BuildError> {
-        let tree = self.options.work.join("change-tree");
+    /// The tree the prebuilt mode compiles: a copy of the workspace (what
+    /// the build context holds) at a fixed place, brought up to date file by
+    /// file, with the one-line change when `changed`. Both scenarios compile
+    /// it into one target directory, so the change costs what it costs a
+    /// developer, the changed worker and what depends on it, and the user's
+    /// `target/` is never touched.
+    fn host_tree(&self, changed: bool) -> Result<PathBuf, BuildError> {
+        let tree = self.options.work.join("host-tree");
         let rules = self.ignore_rules()?;
-        copy_tree(&self.root, &tree, &|p| {
+        let written = crate::tree::sync_tree(&self.root, &tree, &|p| {
             rules.ignores(p) || p.starts_with("vendor")
         })?;
-        let (relative, text) = self.changed_lib()?;
-        let path = tree.join(relative);
-        std::fs::write(&path, text).map_err(io_error("writing", &path))?;
+        info!(tree = %tree.display(), written, changed, "workspace copy brought up to date");
+        if changed {
+            let (relative, text) = self.changed_lib()?;
+            let path = tree.join(relative);
+            std::fs::write(&path, text).map_err(io_error("writing", &path))?;
+        }
         Ok(tree)
     }
 
@@ -638,23 +656,18 @@ impl<'a> Builder<'a> {
         Ok(dir)
     }
 
-    /// `cargo build` of the workspace's binaries in `tree`, for `base`;
-    /// returns the binaries' directory. The user's tree builds into its own
-    /// `target/` (dynamic binaries next to what `cargo build` makes, static
-    /// ones below the target triple, as `+crt-static` needs `--target`), so
-    /// an up-to-date workspace costs nothing; the changed copy builds into a
-    /// target directory of its own, so that its binaries never replace the
-    /// user's. That directory is kept between runs: the first change
-    /// scenario on a machine compiles every dependency (build scripts record
-    /// their target directory's absolute path, so a copied one is stale),
-    /// later ones only the workspace's crates (the copy's files are new).
+    /// `cargo build` of the workspace's binaries in `tree`, for `base`, into
+    /// the tree's own `target/`; returns the binaries' directory
+    /// (static ones below the target triple, as `+crt-static` needs
+    /// `--target`). The directory is kept between runs: the first prebuilt
+    /// build on a machine compiles every dependency once, later ones only
+    /// what changed.
     async fn host_compile(&self, tree: &Path, base: Base) -> Result<PathBuf, BuildError> {
         let profile = &self.options.profile;
-        let mut target_dir = if tree == self.root {
-            self.root.join("target")
-        } else {
-            self.root.join("target/fleetbench/change-target")
-        };
+        // Cargo resolves a relative CARGO_TARGET_DIR against the tree it
+        // compiles, so the directory is made absolute first.
+        let tree = std::path::absolute(tree).map_err(io_error("resolving", tree))?;
+        let mut target_dir = tree.join("target");
         let mut args = vec![
             "build".to_string(),
             "--profile".into(),
@@ -689,7 +702,7 @@ impl<'a> Builder<'a> {
         run_logged(
             "cargo",
             &args,
-            tree,
+            &tree,
             &env,
             &log,
             &format!("cargo build --profile {profile}"),
@@ -885,27 +898,15 @@ pub fn prune_windows_crates(vendor: &Path) -> Result<usize, BuildError> {
     Ok(pruned)
 }
 
-/// Copies `from` to `to` (replacing `to`), leaving out what `skip` names.
-fn copy_tree(from: &Path, to: &Path, skip: &dyn Fn(&Path) -> bool) -> Result<(), BuildError> {
-    let _ = std::fs::remove_dir_all(to);
-    let mut stack = vec![PathBuf::new()];
-    while let Some(relative) = stack.pop() {
-        let dir = to.join(&relative);
-        std::fs::create_dir_all(&dir).map_err(io_error("creating", &dir))?;
-        let source = from.join(&relative);
-        for entry in std::fs::read_dir(&source).map_err(io_error("listing", &source))? {
-            let entry = entry.map_err(io_error("listing", &source))?;
-            let child = relative.join(entry.file_name());
-            if skip(&child) {
-                continue;
-            }
-            if entry.path().is_dir() {
-                stack.push(child);
-            } else {
-                let target = to.join(&child);
-                std::fs::copy(entry.path(), &target).map_err(io_error("copying to", &target))?;
-            }
-        }
+/// Copies the fleet's binaries (the nine workers and `fleet`) out of the
+/// compile's directory into `to`, so that a later compile into the same
+/// target directory cannot replace them before they are packaged.
+fn stage_binaries(compiled: &Path, to: &Path) -> Result<(), BuildError> {
+    std::fs::create_dir_all(to).map_err(io_error("creating", to))?;
+    for binary in WORKERS.iter().copied().chain(["fleet"]) {
+        let from = compiled.join(binary);
+        let target = to.join(binary);
+        std::fs::copy(&from, &target).map_err(io_error("copying the compiled binary", &from))?;
     }
     Ok(())
 }

@@ -21,5 +21,6 @@ pub mod run;
 pub mod services;
 pub mod strategy;
 pub mod telemetry;
+pub mod tree;
 pub mod units;
 pub mod verify;
