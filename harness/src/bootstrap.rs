@@ -831,6 +831,16 @@ pub fn total_elapsed(outcomes: &[ImageOutcome]) -> Duration {
     Duration::from_millis(outcomes.iter().map(|o| o.elapsed_ms).sum())
 }
 
+impl From<crate::tree::TreeError> for BootstrapError {
+    fn from(error: crate::tree::TreeError) -> Self {
+        BootstrapError::Io {
+            operation: error.operation,
+            path: error.path,
+            source: error.source,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -876,15 +886,5 @@ mod tests {
         assert_eq!(base, recipe("FROM x", "0.6.0").hash());
         assert_ne!(base, recipe("FROM y", "0.6.0").hash());
         assert_ne!(base, recipe("FROM x", "0.6.1").hash());
-    }
-}
-
-impl From<crate::tree::TreeError> for BootstrapError {
-    fn from(error: crate::tree::TreeError) -> Self {
-        BootstrapError::Io {
-            operation: error.operation,
-            path: error.path,
-            source: error.source,
-        }
     }
 }
