@@ -129,7 +129,9 @@ pub struct ImagePlan {
     pub dockerfile: String,
     /// The stage to build, for multi-stage files with one stage per image.
     pub target: Option<String>,
-    /// Binaries the image holds (what a prebuilt context must carry).
+    /// Binaries a prebuilt context must carry: the image's own, or, for
+    /// the layered file, whose shared builder stage installs every worker,
+    /// all nine.
     pub binaries: Vec<String>,
 }
 
@@ -196,7 +198,7 @@ pub fn images(strategy: Strategy) -> Vec<ImagePlan> {
                 name: w.to_string(),
                 dockerfile: "dockerfiles/Dockerfile.layered".into(),
                 target: Some(w.to_string()),
-                binaries: vec![w.to_string()],
+                binaries: WORKERS.iter().map(|w| w.to_string()).collect(),
             })
             .collect(),
         Strategy::Multicall => vec![ImagePlan {
