@@ -167,12 +167,17 @@ fn single(name: &str, dockerfile: &str, binary: &str) -> ImagePlan {
     }
 }
 
+/// The nine workers' binaries, for images (or build stages) holding all.
+fn all_worker_binaries() -> Vec<String> {
+    WORKERS.iter().map(|w| w.to_string()).collect()
+}
+
 fn unified_image() -> ImagePlan {
     ImagePlan {
         name: "unified".into(),
         dockerfile: "dockerfiles/Dockerfile.unified".into(),
         target: None,
-        binaries: WORKERS.iter().map(|w| w.to_string()).collect(),
+        binaries: all_worker_binaries(),
     }
 }
 
@@ -198,7 +203,7 @@ pub fn images(strategy: Strategy) -> Vec<ImagePlan> {
                 name: w.to_string(),
                 dockerfile: "dockerfiles/Dockerfile.layered".into(),
                 target: Some(w.to_string()),
-                binaries: WORKERS.iter().map(|w| w.to_string()).collect(),
+                binaries: all_worker_binaries(),
             })
             .collect(),
         Strategy::Multicall => vec![ImagePlan {
