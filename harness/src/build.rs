@@ -657,17 +657,21 @@ impl<'a> Builder<'a> {
     }
 
     /// `cargo build` of the workspace's binaries in `tree`, for `base`, into
-    /// the tree's own `target/`; returns the binaries' directory
+    /// a target directory beside the tree; returns the binaries' directory
     /// (static ones below the target triple, as `+crt-static` needs
     /// `--target`). The directory is kept between runs: the first prebuilt
     /// build on a machine compiles every dependency once, later ones only
-    /// what changed.
+    /// what changed. It lies outside the tree because `sync_tree` removes
+    /// from the copy whatever the workspace lacks, a `target/` inside it too.
     async fn host_compile(&self, tree: &Path, base: Base) -> Result<PathBuf, BuildError> {
         let profile = &self.options.profile;
         // Cargo resolves a relative CARGO_TARGET_DIR against the tree it
-        // compiles, so the directory is made absolute first.
+        // compiles, so the directories are made absolute first.
         let tree = std::path::absolute(tree).map_err(io_error("resolving", tree))?;
-        let mut target_dir = tree.join("target");
+        let work = &self.options.work;
+        let mut target_dir = std::path::absolute(work)
+            .map_err(io_error("resolving", work))?
+            .join("host-target");
         let mut args = vec![
             "build".to_string(),
             "--profile".into(),
