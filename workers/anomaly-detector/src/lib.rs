@@ -174,21 +174,7 @@ impl Processor for Detector {
     }
 
     fn parse(&self, _topic: &str, payload: &[u8]) -> Outcome<KpiWindow> {
-        let window: KpiWindow =
-            serde_json::from_slice(payload).map_err(|e| format!("not a KPI window: {e}"))?;
-        if !window.mean.is_finite() {
-            return Err(format!(
-                "KPI window {} has a mean of {}",
-                window.window_id, window.mean
-            ));
-        }
-        if window.window_end_ms <= window.window_start_ms {
-            return Err(format!(
-                "KPI window {} ends before it starts",
-                window.window_id
-            ));
-        }
-        Ok(window)
+        KpiWindow::from_payload(payload)
     }
 
     async fn process(

@@ -108,6 +108,37 @@ impl KpiWindow {
     pub fn series_key(&self) -> String {
         format!("{}|{}", self.entity, self.metric)
     }
+
+    /// Parses a `kpi.windows` payload and checks it with [`Self::validate`];
+    /// the error is the dead-letter reason.
+    pub fn from_payload(payload: &[u8]) -> Result<Self, String> {
+        let window: KpiWindow =
+            serde_json::from_slice(payload).map_err(|e| format!("not a KPI window: {e}"))?;
+        window.validate()?;
+        Ok(window)
+    }
+
+    /// Checks what every window the KPI worker closes holds and the JSON
+    /// types cannot say: the id matches the series and start, the window
+    /// ends after it starts, counts at least one measurement, has a finite
+    /// mean and an error rate within 0..=1.
+    pub fn validate(&self) -> Result<(), String> {
+        let id = Self::id_for(&self.entity, &self.metric, self.window_start_ms);
+        let problem = if self.window_id != id {
+            format!("has an id that is not '{id}'")
+        } else if self.window_end_ms <= self.window_start_ms {
+            "ends before it starts".to_string()
+        } else if self.count < 1 {
+            "counts no measurement".to_string()
+        } else if !self.mean.is_finite() {
+            format!("has a mean of {}", self.mean)
+        } else if !(0.0..=1.0).contains(&self.error_rate) {
+            format!("has an error rate of {} outside 0..=1", self.error_rate)
+        } else {
+            return Ok(());
+        };
+        Err(format!("KPI window '{}' {problem}", self.window_id))
+    }
 }
 
 /// A KPI window that scored as anomalous, on the `anomalies` topic.
@@ -190,4 +221,67 @@ pub struct Alert {
     pub raised_at_ms: i64,
     /// One line for people.
     pub summary: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> KpiWindow {
+        KpiWindow {
+            window_id: KpiWindow::id_for("a", "cpu", 60_000),
+            entity: "a".into(),
+            site: "s".into(),
+            service: "v".into(),
+            metric: "cpu".into(),
+            window_start_ms: 60_000,
+            window_end_ms: 120_000,
+            count: 6,
+            mean: 1.0,
+            min: 0.5,
+            max: 1.5,
+            p95: 1.4,
+            error_rate: 1.0 / 6.0,
+        }
+    }
+
+    fn reason(window: &KpiWindow) -> String {
+        let payload = serde_json::to_vec(window).unwrap();
+        KpiWindow::from_payload(&payload).unwrap_err()
+    }
+
+    #[test]
+    fn a_window_the_kpi_worker_could_have_closed_is_accepted() {
+        let payload = serde_json::to_vec(&window()).unwrap();
+        assert_eq!(KpiWindow::from_payload(&payload).unwrap(), window());
+    }
+
+    #[test]
+    fn a_payload_that_is_not_a_window_names_what_it_lacks() {
+        let reason = KpiWindow::from_payload(b"{\"window_id\": 1}").unwrap_err();
+        assert!(reason.starts_with("not a KPI window"), "{reason}");
+    }
+
+    #[test]
+    fn each_broken_invariant_is_named_in_the_reason() {
+        let mut forged = window();
+        forged.window_id = "a|cpu|0".into();
+        assert!(reason(&forged).contains("is not 'a|cpu|60000'"));
+        let mut backwards = window();
+        backwards.window_end_ms = backwards.window_start_ms;
+        assert!(reason(&backwards).contains("ends before it starts"));
+        let mut empty = window();
+        empty.count = 0;
+        assert!(reason(&empty).contains("counts no measurement"));
+        let mut rate = window();
+        rate.error_rate = 1.5;
+        assert!(reason(&rate).contains("outside 0..=1"));
+    }
+
+    #[test]
+    fn a_window_without_a_finite_mean_is_rejected() {
+        let mut broken = window();
+        broken.mean = f64::INFINITY;
+        assert!(broken.validate().unwrap_err().contains("has a mean of inf"));
+    }
 }
