@@ -15,7 +15,7 @@ use crate::config::{ConfigError, PeriodicConfig};
 use crate::db;
 use crate::metrics::{self, Metrics};
 use crate::shutdown::Shutdown;
-use crate::worker::RuntimeError;
+use crate::worker::{serve, RuntimeError};
 
 /// One periodic worker's domain logic, driven by [`run_periodic`].
 pub trait Task: Send + Sync + 'static {
@@ -82,35 +82,19 @@ pub async fn run_periodic<T: Task>(
 /// environment, logging, SIGTERM and SIGINT. Returns the exit code: 0 after
 /// a clean stop, 2 for a configuration error, 1 for any other error.
 pub async fn run_periodic_process<T: Task>(task: T) -> i32 {
-    let name = task.name();
-    let config = match PeriodicConfig::from_env() {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("{name}: {error}");
-            return 2;
-        }
-    };
-    crate::logging::init(config.log_format);
-    let (trigger, listener) = crate::shutdown::channel();
-    trigger.on_signals();
-    match run_periodic(task, config, listener).await {
-        Ok(()) => 0,
-        Err(error) => {
-            tracing::error!(worker = name, %error, "stopped");
-            1
-        }
-    }
+    run_periodic_configured(task.name(), Ok(task)).await
 }
 
 /// Runs the periodic worker `name` as this process's worker once its own
 /// settings are read: a settings error is printed naming the variable and
 /// gives exit code 2.
 pub async fn run_periodic_configured<T: Task>(name: &str, task: Result<T, ConfigError>) -> i32 {
-    match task {
-        Ok(task) => run_periodic_process(task).await,
-        Err(error) => {
-            eprintln!("{name}: {error}");
-            2
-        }
-    }
+    let setup = task.and_then(|t| Ok((t, PeriodicConfig::from_env()?)));
+    serve(
+        name,
+        setup,
+        |(_, config)| config.log_format,
+        |(task, config), shutdown| run_periodic(task, config, shutdown),
+    )
+    .await
 }

@@ -21,7 +21,7 @@ use rdkafka::Message;
 use sqlx::{PgConnection, PgPool};
 use tracing::{info, warn};
 
-use crate::config::{ConfigError, RuntimeConfig};
+use crate::config::{ConfigError, LogFormat, RuntimeConfig};
 use crate::db::{self, DbError};
 use crate::dlq::{self, DeadLetter};
 use crate::kafka::{self, KafkaOpError};
@@ -182,18 +182,48 @@ pub async fn run<P: Processor>(
 /// environment, logging, SIGTERM and SIGINT. Returns the exit code: 0 after
 /// a clean stop, 2 for a configuration error, 1 for any other error.
 pub async fn run_process<P: Processor>(processor: P) -> i32 {
-    let name = processor.name();
-    let config = match RuntimeConfig::from_env(name) {
-        Ok(config) => config,
+    run_configured(processor.name(), Ok(processor)).await
+}
+
+/// Runs the worker `name` as this process's worker once its own settings
+/// are read: a settings error is printed naming the variable and gives exit
+/// code 2, as a runtime configuration error does.
+pub async fn run_configured<P: Processor>(name: &str, processor: Result<P, ConfigError>) -> i32 {
+    let setup = processor.and_then(|p| Ok((p, RuntimeConfig::from_env(name)?)));
+    serve(
+        name,
+        setup,
+        |(_, config)| config.log_format,
+        |(processor, config), shutdown| run(processor, config, shutdown),
+    )
+    .await
+}
+
+/// What every worker process does around its loop, streaming or periodic:
+/// a configuration error is printed and gives exit code 2; otherwise logs
+/// are set up, SIGTERM and SIGINT ask the loop to stop, and the loop's end
+/// gives the exit code: 0 after a clean stop, 2 for a configuration error
+/// it found, 1 for any other error (logged).
+pub(crate) async fn serve<S, F>(
+    name: &str,
+    setup: Result<S, ConfigError>,
+    log_format: impl FnOnce(&S) -> LogFormat,
+    run: impl FnOnce(S, Shutdown) -> F,
+) -> i32
+where
+    F: Future<Output = Result<(), RuntimeError>>,
+{
+    let setup = match setup {
+        Ok(setup) => setup,
         Err(error) => {
             eprintln!("{name}: {error}");
             return 2;
         }
     };
-    crate::logging::init(config.log_format);
+    crate::logging::init(log_format(&setup));
     let (trigger, listener) = crate::shutdown::channel();
     trigger.on_signals();
-    match run(processor, config, listener).await {
+    match run(setup, listener).await {
         Ok(()) => 0,
         Err(error) => {
             tracing::error!(worker = name, %error, "stopped");
@@ -202,19 +232,6 @@ pub async fn run_process<P: Processor>(processor: P) -> i32 {
             } else {
                 1
             }
-        }
-    }
-}
-
-/// Runs the worker `name` as this process's worker once its own settings
-/// are read: a settings error is printed naming the variable and gives exit
-/// code 2, as a runtime configuration error does.
-pub async fn run_configured<P: Processor>(name: &str, processor: Result<P, ConfigError>) -> i32 {
-    match processor {
-        Ok(processor) => run_process(processor).await,
-        Err(error) => {
-            eprintln!("{name}: {error}");
-            2
         }
     }
 }
