@@ -14,10 +14,18 @@
 #                      instead of compiling (fleetbench build --mode prebuilt)
 #   SOURCE_DATE_EPOCH  time of every file in the image (the last commit)
 #   REVISION, SOURCE   OCI labels
+#
+# Each stage starts with a step that names this image (ARG IMAGE). The
+# classic builder looks a step up among the children of the step before it
+# and takes the newest match; without a first step of their own, the nine
+# files of a strategy share their leading steps, so after nine builds
+# without cache a rebuild of one image follows another image's chain and
+# misses its own cached COPY.
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS build
+ARG IMAGE=@STRATEGY@-@WORKER@
 ARG RUSTFLAGS=""
 ARG TARGET=x86_64-unknown-linux-gnu
 ARG PREBUILT=""
@@ -35,6 +43,7 @@ RUN set -eu; \
     find /out -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 FROM ${RUNTIME_IMAGE}
+ARG IMAGE=@STRATEGY@-@WORKER@
 ARG REVISION=unknown
 ARG SOURCE=https://example.invalid/fleetbench
 COPY --from=build /out/ /
