@@ -491,6 +491,7 @@ async fn runtime(
         kafka: None,
         database_url: None,
         expected: Some(expected),
+        results_dir: Some(root.join("target/fleetbench/logs/run")),
     };
     run::run(engine, config, &run_options, |line| progress(line))
         .await

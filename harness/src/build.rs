@@ -488,7 +488,7 @@ impl<'a> Builder<'a> {
             CompileMode::Prebuilt => {
                 let tree = self.host_tree(changed)?;
                 let started = Instant::now();
-                let compiled = self.host_compile(&tree, base).await?;
+                let compiled = self.host_compile(&tree, base, changed).await?;
                 report.host_compiles.push(HostCompile {
                     base,
                     scenario: if changed {
@@ -663,7 +663,13 @@ impl<'a> Builder<'a> {
     /// build on a machine compiles every dependency once, later ones only
     /// what changed. It lies outside the tree because `sync_tree` removes
     /// from the copy whatever the workspace lacks, a `target/` inside it too.
-    async fn host_compile(&self, tree: &Path, base: Base) -> Result<PathBuf, BuildError> {
+    /// The compile of the `changed` tree logs to a file of its own.
+    async fn host_compile(
+        &self,
+        tree: &Path,
+        base: Base,
+        changed: bool,
+    ) -> Result<PathBuf, BuildError> {
         let profile = &self.options.profile;
         // Cargo resolves a relative CARGO_TARGET_DIR against the tree it
         // compiles, so the directories are made absolute first.
@@ -688,10 +694,11 @@ impl<'a> Builder<'a> {
             args.push("--target".into());
             args.push(TARGET_TRIPLE.into());
         }
+        let suffix = if changed { "-change" } else { "" };
         let log = self
             .options
             .logs
-            .join(format!("cargo-{profile}-{}.log", base.name()));
+            .join(format!("cargo-{profile}-{}{suffix}.log", base.name()));
         let mut env = vec![("CARGO_TARGET_DIR", target_dir.display().to_string())];
         if base == Base::Scratch {
             env.push(("RUSTFLAGS", base.rustflags().to_string()));

@@ -2,8 +2,9 @@
 //! takes them, keyed by their `entity` field as agents key telemetry, so
 //! each entity's events stay in order on one partition.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
@@ -36,6 +37,26 @@ pub async fn produce_lines(
     topic: &str,
     lines: &[String],
 ) -> Result<usize, FeedError> {
+    produce_lines_paced(brokers, topic, lines, None, |_| {}).await
+}
+
+/// Produces every line to `topic` in line order, so that each key's lines
+/// keep their order on their partition, at `rate` lines/s or as fast as the
+/// broker takes them, and waits for every acknowledgement. `handed` sees
+/// each line's index the moment the producer has it. Returns how many were
+/// acknowledged.
+///
+/// Lines are handed to the producer one after the other, never from tasks
+/// of their own: concurrent sends reach the producer's queue in any order,
+/// and a consumer that closes event-time windows would then see an entity's
+/// events out of order.
+pub async fn produce_lines_paced(
+    brokers: &str,
+    topic: &str,
+    lines: &[String],
+    rate: Option<u64>,
+    mut handed: impl FnMut(usize),
+) -> Result<usize, FeedError> {
     let fail = |line: usize, message: String| FeedError {
         line,
         topic: topic.to_string(),
@@ -49,20 +70,37 @@ pub async fn produce_lines(
         .set("linger.ms", "5")
         .create()
         .map_err(|e| fail(0, e.to_string()))?;
-    let sends = lines.iter().enumerate().map(|(index, line)| {
-        let producer = producer.clone();
-        let key = key_of(line, index);
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(line),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| fail(index + 1, e.to_string()))
+    let started = Instant::now();
+    let mut deliveries = Vec::with_capacity(lines.len());
+    for (index, line) in lines.iter().enumerate() {
+        if let Some(rate) = rate.filter(|r| *r > 0) {
+            let due = Duration::from_secs_f64(index as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
         }
-    });
-    futures_util::future::try_join_all(sends).await?;
+        let key = key_of(line, index);
+        let mut record = FutureRecord::to(topic).key(&key).payload(line);
+        let delivery = loop {
+            match producer.send_result(record) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((error, _)) => return Err(fail(index + 1, error.to_string())),
+            }
+        };
+        handed(index);
+        deliveries.push(delivery);
+    }
+    for (index, delivery) in deliveries.into_iter().enumerate() {
+        match delivery.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => return Err(fail(index + 1, error.to_string())),
+            Err(_) => return Err(fail(index + 1, "the producer dropped the message".into())),
+        }
+    }
     Ok(lines.len())
 }
 

@@ -31,7 +31,6 @@ use futures_util::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -128,6 +127,10 @@ pub struct RunOptions {
     pub database_url: Option<String>,
     /// The expected outputs of the fixture.
     pub expected: Option<ExpectedOutputs>,
+    /// Where each run's result tables are written as the canonical rows
+    /// their digests hash (`<strategy>-<base>-<run>/<table>.tsv`), so that
+    /// a run that failed verification can be diffed with one that passed.
+    pub results_dir: Option<std::path::PathBuf>,
 }
 
 /// Smallest, middle and largest of repeated measurements.
@@ -437,9 +440,24 @@ fn summarise(
     }
 }
 
-/// Deletes the fleet's topics (when they exist) and creates them again, and
-/// empties the result tables.
+/// Deletes the fleet's topics and creates them again, and empties the
+/// result tables.
 async fn reset(brokers: &str, pool: &PgPool) -> Result<(), RunError> {
+    reset_topics(brokers).await?;
+    let tables: Vec<&str> = verify::RESULT_TABLES.iter().map(|(t, _)| *t).collect();
+    sqlx::query(&format!(
+        "TRUNCATE {}, kpi_progress CASCADE",
+        tables.join(", ")
+    ))
+    .execute(pool)
+    .await
+    .map_err(|e| op_error("emptying the result tables")(e.to_string()))?;
+    Ok(())
+}
+
+/// Deletes the fleet's topics (when they exist) and creates them again with
+/// the run's partitions.
+pub async fn reset_topics(brokers: &str) -> Result<(), RunError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
@@ -453,14 +471,21 @@ async fn reset(brokers: &str, pool: &PgPool) -> Result<(), RunError> {
     fleet_runtime::kafka::ensure_topics(brokers, &topics, PARTITIONS)
         .await
         .map_err(|e| op_error("creating the fleet's topics")(e.to_string()))?;
-    let tables: Vec<&str> = verify::RESULT_TABLES.iter().map(|(t, _)| *t).collect();
-    sqlx::query(&format!(
-        "TRUNCATE {}, kpi_progress CASCADE",
-        tables.join(", ")
-    ))
-    .execute(pool)
-    .await
-    .map_err(|e| op_error("emptying the result tables")(e.to_string()))?;
+    Ok(())
+}
+
+/// Writes every result table's canonical rows into `dir`, a file each.
+async fn keep_results(pool: &PgPool, dir: &std::path::Path) -> Result<(), RunError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| op_error(format!("creating {}", dir.display()))(e.to_string()))?;
+    for (table, skip) in verify::RESULT_TABLES {
+        let rows = verify::canonical_rows(pool, table, skip).await?;
+        let path = dir.join(format!("{table}.tsv"));
+        let mut text = rows.join("\n");
+        text.push('\n');
+        std::fs::write(&path, text)
+            .map_err(|e| op_error(format!("writing {}", path.display()))(e.to_string()))?;
+    }
     Ok(())
 }
 
@@ -542,6 +567,18 @@ async fn run_once(
         (Some(expected), true) => verify::compare(&expected.tables, &digests),
         _ => Vec::new(),
     };
+    if let Some(dir) = &options.results_dir {
+        let dir = dir.join(format!("{}-{}{run_id}", strategy.name(), base.name()));
+        keep_results(pool, &dir).await?;
+        if !mismatches.is_empty() {
+            warn!(
+                strategy = strategy.name(),
+                base = base.name(),
+                results = %dir.display(),
+                "results differ from the expected outputs; the tables are kept for a diff"
+            );
+        }
+    }
     let figures = RunFigures {
         events: options.lines.len(),
         throughput_eps: options.lines.len() as f64 / drain.as_secs_f64().max(1e-9),
@@ -593,6 +630,12 @@ async fn start_worker(
         .with_env_var("KAFKA_BROKERS", &broker.network_bootstrap_servers)
         .with_env_var("DATABASE_URL", &postgres.network_url)
         .with_env_var("KAFKA_GROUP_ID", format!("{worker}{run_id}"))
+        // Static membership, one member per group, as a StatefulSet's pods
+        // would have: with dynamic members, tansu 0.6.0 sometimes holds a
+        // group's first join back for about 13 s (the pipeline then waits on
+        // one worker), which made throughput swing by a factor of four
+        // between identical runs.
+        .with_env_var("KAFKA_GROUP_INSTANCE_ID", format!("{worker}{run_id}"))
         .with_env_var("KAFKA_PARTITIONS", PARTITIONS.to_string())
         .with_env_var("TICK_INTERVAL_MS", "500")
         .with_env_var("LOG_FORMAT", "json")
@@ -716,57 +759,36 @@ async fn sample_lag(brokers: String, run_id: String, started: Instant) -> Vec<(f
     task.await.unwrap_or_default()
 }
 
-/// Produces `lines` keyed by entity, as fast as possible or at `rate`
-/// events/s; returns each event id's produce time (ms since the epoch).
+/// Produces `lines` keyed by entity, in order, as fast as possible or at
+/// `rate` events/s; returns each event id's produce time (ms since the
+/// epoch).
 async fn feed(
     brokers: &str,
     lines: &[String],
     rate: Option<u64>,
 ) -> Result<HashMap<String, i64>, RunError> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| op_error(format!("creating a producer for {brokers}"))(e.to_string()))?;
-    let started = Instant::now();
+    let ids: Vec<Option<String>> = lines
+        .iter()
+        .map(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("event_id")?.as_str().map(str::to_string))
+        })
+        .collect();
     let mut produced_at = HashMap::with_capacity(lines.len());
-    let mut sends = Vec::with_capacity(lines.len());
-    for (index, line) in lines.iter().enumerate() {
-        if let Some(rate) = rate.filter(|r| *r > 0) {
-            let due = Duration::from_secs_f64(index as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
+    crate::feed::produce_lines_paced(
+        brokers,
+        fleet_runtime::events::TELEMETRY_RAW,
+        lines,
+        rate,
+        |index| {
+            if let Some(id) = &ids[index] {
+                produced_at.entry(id.clone()).or_insert_with(now_ms);
             }
-        }
-        let key = crate::feed::key_of(line, index);
-        if let Some(id) = serde_json::from_str::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("event_id")?.as_str().map(str::to_string))
-        {
-            produced_at.entry(id).or_insert_with(now_ms);
-        }
-        let producer = producer.clone();
-        let payload = line.clone();
-        sends.push(tokio::spawn(async move {
-            producer
-                .send(
-                    FutureRecord::to(fleet_runtime::events::TELEMETRY_RAW)
-                        .key(&key)
-                        .payload(&payload),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|(e, _)| format!("line {}: {e}", index + 1))
-        }));
-    }
-    for send in sends {
-        send.await
-            .map_err(|e| op_error("feeding the fixture")(e.to_string()))?
-            .map_err(op_error("feeding the fixture"))?;
-    }
+        },
+    )
+    .await
+    .map_err(|e| op_error("feeding the fixture")(e.to_string()))?;
     Ok(produced_at)
 }
 
@@ -836,13 +858,6 @@ async fn measure_ceiling(
         let _ = consumer.poll(Duration::from_millis(100));
     }
     let started = Instant::now();
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .create()
-        .map_err(|e| op_error("creating the ceiling producer")(e.to_string()))?;
     let consume = tokio::task::spawn_blocking({
         let expected = lines.len();
         move || {
@@ -856,22 +871,9 @@ async fn measure_ceiling(
             seen
         }
     });
-    let sends = lines.iter().enumerate().map(|(index, line)| {
-        let producer = producer.clone();
-        let key = crate::feed::key_of(line, index);
-        async move {
-            producer
-                .send(
-                    FutureRecord::to(topic).key(&key).payload(line),
-                    Duration::from_secs(30),
-                )
-                .await
-                .map_err(|(e, _)| e.to_string())
-        }
-    });
-    futures_util::future::try_join_all(sends)
+    crate::feed::produce_lines_paced(brokers, topic, lines, None, |_| {})
         .await
-        .map_err(op_error("producing the ceiling probe"))?;
+        .map_err(|e| op_error("producing the ceiling probe")(e.to_string()))?;
     let seen = consume
         .await
         .map_err(|e| op_error("consuming the ceiling probe")(e.to_string()))?;

@@ -179,3 +179,43 @@ async fn sqlx_connects_and_runs_a_migration() {
         .expect("the migrations table is readable");
     assert_eq!(applied, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_reset_leaves_every_fleet_topic_empty() {
+    let broker = start_broker().await;
+    fleetbench::run::reset_topics(&broker.bootstrap_servers)
+        .await
+        .expect("the first reset creates the topics");
+    let topics = fleetbench::pipeline::all_topics();
+    for topic in &topics {
+        produce_keyed(&broker, topic, 30).await;
+    }
+    fleetbench::run::reset_topics(&broker.bootstrap_servers)
+        .await
+        .expect("the second reset deletes and creates them again");
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap_servers)
+        .create()
+        .expect("a consumer is created");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("the broker answers a metadata request");
+    for topic in &topics {
+        let listed = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .unwrap_or_else(|| panic!("topic {topic} exists after the reset"));
+        for partition in listed.partitions() {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition.id(), Duration::from_secs(10))
+                .expect("the broker answers the watermarks");
+            assert_eq!(
+                (low, high),
+                (0, 0),
+                "partition {} of {topic} holds messages after the reset",
+                partition.id()
+            );
+        }
+    }
+}
