@@ -15,17 +15,18 @@
 #   SOURCE_DATE_EPOCH  time of every file in the image (the last commit)
 #   REVISION, SOURCE   OCI labels
 #
-# Each stage starts with a step that names this image (ARG IMAGE). The
-# classic builder looks a step up among the children of the step before it
-# and takes the newest match; without a first step of their own, the nine
-# files of a strategy share their leading steps, so after nine builds
-# without cache a rebuild of one image follows another image's chain and
-# misses its own cached COPY.
+# Each stage starts with a step of its own (ARG STAGE=<stage of image>).
+# The classic builder looks a step up among the children of the step before
+# it and takes the newest match. Without such a step the nine files of a
+# strategy share their leading steps; and in the prebuilt mode both stages
+# start from the same base, so one line shared by the two stages would lead
+# the next build of the first stage into the second's chain. Either way a
+# rebuild would miss its own cached steps.
 ARG BUILDER_IMAGE=rust:1.95-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${BUILDER_IMAGE} AS build
-ARG IMAGE=@STRATEGY@-@WORKER@
+ARG STAGE=build-of-@STRATEGY@-@WORKER@
 ARG RUSTFLAGS=""
 ARG TARGET=x86_64-unknown-linux-gnu
 ARG PREBUILT=""
@@ -43,7 +44,7 @@ RUN set -eu; \
     find /out -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 
 FROM ${RUNTIME_IMAGE}
-ARG IMAGE=@STRATEGY@-@WORKER@
+ARG STAGE=@STRATEGY@-@WORKER@
 ARG REVISION=unknown
 ARG SOURCE=https://example.invalid/fleetbench
 COPY --from=build /out/ /
