@@ -22,8 +22,10 @@
 //! happens there: use a cluster meant for benchmarking.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bollard::models::ContainerMemoryStats;
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
 };
@@ -537,7 +539,8 @@ async fn run_once(
         .iter()
         .map(|w| w.container.id().to_string())
         .collect();
-    let sampler = tokio::spawn(sample_stats(engine.clone(), ids.clone()));
+    let peaks = Arc::new(Mutex::new(HashMap::new()));
+    let sampler = tokio::spawn(sample_stats(engine.clone(), ids.clone(), peaks.clone()));
 
     let feed_started = Instant::now();
     let produced_at = feed(&broker.bootstrap_servers, &options.lines, options.rate).await?;
@@ -560,7 +563,15 @@ async fn run_once(
     let drain = waiting_from + drained;
     let lag = lag_sampler.await.unwrap_or_default();
     sampler.abort();
-    let peaks = sampler.await.unwrap_or_default();
+    let _ = sampler.await;
+    let peaks = std::mem::take(&mut *peaks.lock().unwrap_or_else(PoisonError::into_inner));
+    if peaks.len() < ids.len() {
+        warn!(
+            sampled = peaks.len(),
+            workers = ids.len(),
+            "the engine gave no memory figures for some workers; their peak memory reads 0"
+        );
+    }
     let cpu = cpu_seconds(engine, &ids).await;
     let latencies = latencies(pool, &options.lines, &produced_at).await?;
     let mismatches = match (&options.expected, options.is_fixture) {
@@ -699,9 +710,10 @@ async fn healthz(port: u16) -> bool {
     matches!(read.await, Ok(Ok(_))) && response.starts_with(b"HTTP/1.1 200")
 }
 
-/// Highest memory use of each container, sampled until aborted.
-async fn sample_stats(engine: Engine, ids: Vec<String>) -> HashMap<String, u64> {
-    let mut peaks: HashMap<String, u64> = HashMap::new();
+/// Highest memory use of each container, sampled about twice a second into
+/// `peaks` until the task is aborted (the map outlives the task, so the
+/// samples survive the abort).
+async fn sample_stats(engine: Engine, ids: Vec<String>, peaks: Arc<Mutex<HashMap<String, u64>>>) {
     loop {
         for id in &ids {
             let options = StatsOptionsBuilder::default()
@@ -710,13 +722,33 @@ async fn sample_stats(engine: Engine, ids: Vec<String>) -> HashMap<String, u64> 
                 .build();
             let mut stream = engine.client.stats(id, Some(options));
             if let Some(Ok(stats)) = stream.next().await {
-                let usage = stats.memory_stats.and_then(|m| m.usage).unwrap_or(0);
-                let peak = peaks.entry(id.clone()).or_insert(0);
-                *peak = (*peak).max(usage);
+                if let Some(used) = stats.memory_stats.as_ref().and_then(working_set) {
+                    let mut peaks = peaks.lock().unwrap_or_else(PoisonError::into_inner);
+                    let peak = peaks.entry(id.clone()).or_insert(0);
+                    *peak = (*peak).max(used);
+                }
             }
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A container's memory in use as `docker stats` shows it: the cgroup's
+/// usage less its inactive page cache (`total_inactive_file` on cgroup v1,
+/// `inactive_file` on v2), which the kernel reclaims first. `None` when the
+/// engine gives no usage.
+fn working_set(memory: &ContainerMemoryStats) -> Option<u64> {
+    let usage = memory.usage?;
+    let inactive = memory
+        .stats
+        .as_ref()
+        .and_then(|s| {
+            s.get("total_inactive_file")
+                .or_else(|| s.get("inactive_file"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Some(usage.saturating_sub(inactive))
 }
 
 /// CPU seconds each container has used.
@@ -927,6 +959,26 @@ mod tests {
         assert_eq!((spread.min, spread.median, spread.max), (1.0, 2.0, 3.0));
         assert_eq!(Spread::of(&[1.0, 2.0, 3.0, 4.0]).median, 2.5);
         assert_eq!(Spread::of(&[]).max, 0.0);
+    }
+
+    #[test]
+    fn a_working_set_is_the_usage_less_the_inactive_page_cache() {
+        let memory = |usage, key: &str, inactive| ContainerMemoryStats {
+            usage,
+            stats: Some(HashMap::from([(key.to_string(), inactive)])),
+            ..Default::default()
+        };
+        // cgroup v1 names the cache total_inactive_file, v2 inactive_file.
+        assert_eq!(
+            working_set(&memory(Some(9_000), "total_inactive_file", 2_000)),
+            Some(7_000)
+        );
+        assert_eq!(
+            working_set(&memory(Some(9_000), "inactive_file", 10_000)),
+            Some(0)
+        );
+        assert_eq!(working_set(&memory(Some(9_000), "rss", 4_000)), Some(9_000));
+        assert_eq!(working_set(&memory(None, "inactive_file", 1)), None);
     }
 
     #[test]
