@@ -135,10 +135,13 @@ pub struct GateArgs {
     pub baseline: PathBuf,
 
     /// The report to check: a `report.json` or the directory holding it.
-    #[arg(default_value = "reports/latest")]
-    pub report: PathBuf,
+    /// With `--update-baseline`, several reports may be given.
+    #[arg(default_value = "reports/latest", num_args = 1..)]
+    pub reports: Vec<PathBuf>,
 
-    /// Write the report's metrics as the new baseline instead of comparing.
+    /// Write the report's metrics as the new baseline instead of comparing;
+    /// of several reports, each metric's median of their medians and the
+    /// lowest and highest value any of them saw.
     #[arg(long)]
     pub update_baseline: bool,
 
@@ -834,19 +837,36 @@ fn report_command(config: &FleetConfig, args: &ReportArgs) -> anyhow::Result<i32
 }
 
 fn gate_command(config: &FleetConfig, args: &GateArgs, json: bool) -> anyhow::Result<i32> {
-    let report_path = report_file(config, &args.report);
     let baseline_path = from_root(config, &args.baseline);
-    let report = BenchReport::load(&report_path)?;
     if args.update_baseline {
-        gate::Baseline::of(&report).save(&baseline_path)?;
+        let mut reports = Vec::new();
+        for given in &args.reports {
+            let path = report_file(config, given);
+            let report = BenchReport::load(&path)?;
+            reports.push((path, gate::Baseline::of(&report)));
+        }
+        let baseline = gate::Baseline::merged(&reports)?;
+        baseline.save(&baseline_path)?;
+        let sources: Vec<String> = reports
+            .iter()
+            .map(|(p, _)| p.display().to_string())
+            .collect();
         println!(
             "baseline {} written from {} ({} metrics)",
             baseline_path.display(),
-            report_path.display(),
-            report.metrics.len()
+            sources.join(", "),
+            baseline.metrics.len()
         );
         return Ok(EXIT_OK);
     }
+    let [given] = args.reports.as_slice() else {
+        anyhow::bail!(
+            "gate: compares one report with the baseline, {} were given (several only with --update-baseline)",
+            args.reports.len()
+        );
+    };
+    let report_path = report_file(config, given);
+    let report = BenchReport::load(&report_path)?;
     let baseline = gate::Baseline::load(&baseline_path)?;
     gate::check_comparable(&baseline, &report, &baseline_path, &report_path)?;
     let outcome = gate::compare(&baseline.metrics, &report.metrics, &config.gate);

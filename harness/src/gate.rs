@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::report::{self, BenchReport, Metric, MetricKind, ReportError};
+use crate::run::Spread;
 
 /// Errors of the gate itself (not regressions: those are verdicts).
 #[derive(Debug, thiserror::Error)]
@@ -84,7 +85,7 @@ impl GateConfig {
 }
 
 /// The committed reference a report is gated against: the metrics of one
-/// bench and how it was run.
+/// bench, or of several merged, and how they were run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Baseline {
     /// The report layout's version.
@@ -109,6 +110,51 @@ impl Baseline {
             measured_with: measured_with(report),
             metrics: report.metrics.clone(),
         }
+    }
+
+    /// The baseline of several reports measured the same way, say quick
+    /// benches of one repeat each: every metric's median is the median of
+    /// the reports' medians, its min and max the lowest and highest value
+    /// any of them saw, so the gate's margin is never tighter than the
+    /// spread between the runs. Revision and time are the newest report's.
+    pub fn merged(reports: &[(PathBuf, Baseline)]) -> Result<Self, ReportError> {
+        let Some((_, newest)) = reports.iter().max_by(|a, b| a.1.created.cmp(&b.1.created)) else {
+            return Err(ReportError::Invalid {
+                path: PathBuf::from("."),
+                problem: "no report to make a baseline of".into(),
+            });
+        };
+        let how = &newest.measured_with;
+        if let Some((path, other)) = reports.iter().find(|(_, r)| &r.measured_with != how) {
+            return Err(ReportError::Invalid {
+                path: path.clone(),
+                problem: format!(
+                    "measured as \"{}\", the newest as \"{how}\": one baseline needs one way of measuring",
+                    other.measured_with
+                ),
+            });
+        }
+        let mut merged = newest.clone();
+        for metric in &mut merged.metrics {
+            let seen: Vec<&Metric> = reports
+                .iter()
+                .filter_map(|(_, r)| r.metrics.iter().find(|m| m.name == metric.name))
+                .collect();
+            let medians: Vec<f64> = seen.iter().map(|m| m.value.median).collect();
+            metric.value = Spread {
+                min: seen
+                    .iter()
+                    .map(|m| m.value.min)
+                    .fold(f64::INFINITY, f64::min),
+                median: Spread::of(&medians).median,
+                max: seen
+                    .iter()
+                    .map(|m| m.value.max)
+                    .fold(f64::NEG_INFINITY, f64::max),
+            };
+            metric.samples = seen.iter().map(|m| m.samples).sum();
+        }
+        Ok(merged)
     }
 
     /// Reads a baseline file (a full report is accepted too).
@@ -340,7 +386,6 @@ pub fn check_comparable(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::Spread;
 
     fn metric(name: &str, kind: MetricKind, min: f64, median: f64, max: f64) -> Metric {
         Metric {
@@ -349,6 +394,87 @@ mod tests {
             value: Spread { min, median, max },
             samples: 3,
         }
+    }
+
+    fn baseline(created: &str, how: &str, metrics: Vec<Metric>) -> (PathBuf, Baseline) {
+        let baseline = Baseline {
+            schema_version: 1,
+            created: created.into(),
+            revision: format!("rev-{created}"),
+            measured_with: how.into(),
+            metrics,
+        };
+        (PathBuf::from(format!("{created}/report.json")), baseline)
+    }
+
+    #[test]
+    fn a_baseline_of_several_runs_takes_the_median_of_medians_and_the_widest_spread() {
+        let quick = "quick bench, prebuilt compile, profile release";
+        let runs = [
+            baseline(
+                "t1",
+                quick,
+                vec![metric(
+                    "eps",
+                    MetricKind::ThroughputEps,
+                    240.0,
+                    240.0,
+                    240.0,
+                )],
+            ),
+            baseline(
+                "t3",
+                quick,
+                vec![metric(
+                    "eps",
+                    MetricKind::ThroughputEps,
+                    360.0,
+                    361.0,
+                    362.0,
+                )],
+            ),
+            baseline(
+                "t2",
+                quick,
+                vec![metric(
+                    "eps",
+                    MetricKind::ThroughputEps,
+                    199.0,
+                    199.0,
+                    199.0,
+                )],
+            ),
+        ];
+        let merged = Baseline::merged(&runs).expect("three runs measured alike merge");
+        assert_eq!(
+            merged.revision, "rev-t3",
+            "the newest run names the baseline"
+        );
+        let eps = &merged.metrics[0];
+        assert_eq!(
+            (eps.value.min, eps.value.median, eps.value.max),
+            (199.0, 240.0, 362.0)
+        );
+        assert_eq!(eps.samples, 9);
+    }
+
+    #[test]
+    fn runs_measured_differently_do_not_make_one_baseline() {
+        let runs = [
+            baseline(
+                "t1",
+                "quick bench, prebuilt compile, profile release",
+                vec![],
+            ),
+            baseline(
+                "t2",
+                "full bench, in-docker compile, profile release",
+                vec![],
+            ),
+        ];
+        let error = Baseline::merged(&runs).unwrap_err().to_string();
+        assert!(error.contains("t1/report.json"), "{error}");
+        assert!(Baseline::merged(&[]).is_err());
     }
 
     fn config() -> GateConfig {
