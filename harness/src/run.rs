@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bollard::models::ContainerMemoryStats;
+use bollard::models::{ContainerMemoryStats, ContainerStatsResponse};
 use bollard::query_parameters::{
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
 };
@@ -716,12 +716,7 @@ async fn healthz(port: u16) -> bool {
 async fn sample_stats(engine: Engine, ids: Vec<String>, peaks: Arc<Mutex<HashMap<String, u64>>>) {
     loop {
         for id in &ids {
-            let options = StatsOptionsBuilder::default()
-                .stream(false)
-                .one_shot(true)
-                .build();
-            let mut stream = engine.client.stats(id, Some(options));
-            if let Some(Ok(stats)) = stream.next().await {
+            if let Some(stats) = stats_once(&engine, id).await {
                 if let Some(used) = stats.memory_stats.as_ref().and_then(working_set) {
                     let mut peaks = peaks.lock().unwrap_or_else(PoisonError::into_inner);
                     let peak = peaks.entry(id.clone()).or_insert(0);
@@ -751,16 +746,21 @@ fn working_set(memory: &ContainerMemoryStats) -> Option<u64> {
     Some(usage.saturating_sub(inactive))
 }
 
+/// One stats reading of a container, without the engine's second sample
+/// for a CPU rate; `None` when the engine gives none (the container is gone).
+async fn stats_once(engine: &Engine, id: &str) -> Option<ContainerStatsResponse> {
+    let options = StatsOptionsBuilder::default()
+        .stream(false)
+        .one_shot(true)
+        .build();
+    engine.client.stats(id, Some(options)).next().await?.ok()
+}
+
 /// CPU seconds each container has used.
 async fn cpu_seconds(engine: &Engine, ids: &[String]) -> HashMap<String, f64> {
     let mut used = HashMap::new();
     for id in ids {
-        let options = StatsOptionsBuilder::default()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let mut stream = engine.client.stats(id, Some(options));
-        if let Some(Ok(stats)) = stream.next().await {
+        if let Some(stats) = stats_once(engine, id).await {
             let ns = stats
                 .cpu_stats
                 .and_then(|c| c.cpu_usage)
