@@ -491,7 +491,7 @@ async fn runtime(
         kafka: None,
         database_url: None,
         expected: Some(expected),
-        results_dir: Some(root.join("target/fleetbench/logs/run")),
+        results_dir: Some(root.join(run::RESULTS_DIR)),
     };
     run::run(engine, config, &run_options, |line| progress(line))
         .await

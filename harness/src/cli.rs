@@ -534,7 +534,7 @@ async fn run_command(config: &FleetConfig, args: &RunArgs, json: bool) -> anyhow
         kafka: args.kafka.clone(),
         database_url: args.database_url.clone(),
         expected,
-        results_dir: Some(root.join("target/fleetbench/logs/run")),
+        results_dir: Some(root.join(crate::run::RESULTS_DIR)),
     };
     let engine = Engine::connect().await?;
     let step = Step::start("running");

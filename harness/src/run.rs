@@ -135,6 +135,10 @@ pub struct RunOptions {
     pub results_dir: Option<std::path::PathBuf>,
 }
 
+/// Where `fleetbench run` and `fleetbench bench` keep each run's result
+/// tables, relative to the workspace root.
+pub const RESULTS_DIR: &str = "target/fleetbench/logs/run";
+
 /// Smallest, middle and largest of repeated measurements.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct Spread {
