@@ -116,7 +116,8 @@ impl Baseline {
     /// benches of one repeat each: every metric's median is the median of
     /// the reports' medians, its min and max the lowest and highest value
     /// any of them saw, so the gate's margin is never tighter than the
-    /// spread between the runs. Revision and time are the newest report's.
+    /// spread between the runs. Revision, time and the list of metrics are
+    /// the newest report's (a metric only older reports have is left out).
     pub fn merged(reports: &[(PathBuf, Baseline)]) -> Result<Self, ReportError> {
         let Some((_, newest)) = reports.iter().max_by(|a, b| a.1.created.cmp(&b.1.created)) else {
             return Err(ReportError::Invalid {
